@@ -1,0 +1,3 @@
+"""evomerge: automatic search for model-merge recipes."""
+
+__version__ = "0.1.0"

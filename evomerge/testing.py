@@ -1,0 +1,74 @@
+"""Tiny random Hugging Face checkpoints built on the fly, for tests, the demo and benchmarks.
+
+Mirrors what mergekit's test-suite does: a few-layer Llama made locally, so no
+test ever needs a model hub. A "family" is a base plus experts that are small
+perturbations of it, which is the shape of real fine-tunes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def tiny_llama_config(
+    *,
+    hidden_size: int = 32,
+    intermediate_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    vocab_size: int = 64,
+    tie_word_embeddings: bool = False,
+):
+    """A transformers LlamaConfig small enough to build in milliseconds."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        vocab_size=vocab_size,
+        max_position_embeddings=128,
+        tie_word_embeddings=tie_word_embeddings,
+    )
+
+
+def save_tiny_llama(out_dir: str | Path, *, seed: int, config=None, base_dir: str | Path | None = None,
+                    delta_scale: float = 0.02, dtype: torch.dtype = torch.float32) -> Path:
+    """Write a tiny Llama to ``out_dir`` with ``save_pretrained``.
+
+    With ``base_dir`` the model is that base plus Gaussian noise of relative size
+    ``delta_scale`` per tensor (an "expert"); otherwise it is a fresh random init.
+    """
+    from transformers import LlamaForCausalLM
+
+    out = Path(out_dir)
+    config = config or tiny_llama_config()
+    torch.manual_seed(seed)
+    if base_dir is not None:
+        model = LlamaForCausalLM.from_pretrained(base_dir, torch_dtype=torch.float32)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param in model.parameters():
+                noise = torch.randn(param.shape, generator=gen)
+                param.add_(noise * delta_scale * (param.std() + 1e-3))
+    else:
+        model = LlamaForCausalLM(config)
+    model.to(dtype).save_pretrained(out)
+    return out
+
+
+def tiny_llama_family(root: str | Path, *, n_experts: int = 3, config=None, seed: int = 0,
+                      dtype: torch.dtype = torch.float32) -> tuple[Path, list[Path]]:
+    """A base and ``n_experts`` experts fine-tuned-by-noise from it, under ``root``."""
+    root = Path(root)
+    base = save_tiny_llama(root / "base", seed=seed, config=config, dtype=dtype)
+    experts = [
+        save_tiny_llama(root / f"expert{k}", seed=seed + 1 + k, base_dir=base, dtype=dtype)
+        for k in range(n_experts)
+    ]
+    return base, experts
