@@ -1,0 +1,177 @@
+"""The `evomerge` command line. Thin: each command parses, calls one library function, prints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from evomerge.errors import EvomergeError
+
+app = typer.Typer(
+    name="evomerge",
+    help="Search model-merge recipes automatically, and merge models with them.\n\n"
+    "Start with `evomerge demo`, or merge two models with a mergekit YAML: `evomerge merge config.yml out/`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+recipe_app = typer.Typer(help="Inspect and convert recipes (evomerge JSON/YAML and mergekit YAML).",
+                         no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+console = Console(stderr=True)
+out = Console()
+
+
+def _size(text: str) -> int:
+    """'5GB', '500MB', '1.5G', '1000000' -> bytes."""
+    units = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "M": 2**20, "MB": 2**20, "G": 2**30, "GB": 2**30}
+    t = text.strip().upper()
+    num = t.rstrip("KMGB")
+    unit = t[len(num):]
+    try:
+        return int(float(num) * units[unit])
+    except (KeyError, ValueError):
+        raise typer.BadParameter(f"'{text}' is not a size like 5GB or 500MB") from None
+
+
+@app.command()
+def merge(
+    config: Annotated[Path, typer.Argument(help="Recipe: a mergekit YAML or an evomerge recipe (YAML/JSON).")],
+    out_dir: Annotated[Path, typer.Argument(help="Output model folder (created only when the merge completes).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    max_shard_size: Annotated[str, typer.Option(help="Largest safetensors shard, e.g. 5GB, 500MB.")] = "5GB",
+    device: Annotated[str, typer.Option(help="Where to compute: cpu, cuda, cuda:1 ...")] = "cpu",
+    out_dtype: Annotated[str | None, typer.Option(help="Output dtype: float32, bfloat16, float16.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for DARE/DELLA (overrides the recipe's).")] = None,
+) -> None:
+    """Merge models tensor by tensor into OUT_DIR (the mergekit-yaml equivalent).
+
+    Reads each source by memory map, one tensor at a time, so peak memory stays
+    near one tensor per source whatever the model size. Example:
+
+        evomerge merge examples/ties.yml merged/ --out-dtype bfloat16
+    """
+    from evomerge.materialize.streaming import merge_to_disk
+    from evomerge.recipe.model import Recipe
+
+    recipe = Recipe.load(config)
+    updates = {k: v for k, v in {"out_dtype": out_dtype, "seed": seed}.items() if v is not None}
+    if updates:
+        recipe = Recipe.model_validate({**recipe.to_dict(), **updates})
+    with Progress(TextColumn("[bold]merging"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        bar = progress.add_task("", total=None)
+
+        def tick(done: int, total: int, name: str) -> None:
+            progress.update(bar, completed=done, total=total, description=name)
+
+        report = merge_to_disk(recipe, out_dir, overwrite=overwrite, max_shard_bytes=_size(max_shard_size),
+                               device=device, on_tensor=tick)
+    gb = report.bytes_read / 2**30
+    out.print(f"merged {report.tensors} tensors into [bold]{report.out_dir}[/] in {report.seconds:.1f}s "
+              f"({gb:.2f} GiB read, {gb / max(report.seconds, 1e-9):.2f} GiB/s)")
+
+
+@recipe_app.command("export")
+def recipe_export(
+    config: Annotated[Path, typer.Argument(help="Recipe to convert (evomerge or mergekit format).")],
+    format: Annotated[str, typer.Option("--format", "-f", help="mergekit, yaml or json.")] = "mergekit",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write a recipe as a mergekit YAML (or evomerge YAML/JSON).
+
+    For mergekit, refuses with the list of reasons when the recipe uses
+    something mergekit cannot express (per-group methods, evomerge-only methods).
+    """
+    from evomerge.recipe.mergekit import to_mergekit
+    from evomerge.recipe.model import Recipe
+
+    recipe = Recipe.load(config)
+    if format == "mergekit":
+        export = to_mergekit(recipe)
+        for warning in export.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+        text = export.to_yaml()
+    elif format == "yaml":
+        text = recipe.to_yaml()
+    elif format == "json":
+        text = recipe.to_json() + "\n"
+    else:
+        raise typer.BadParameter(f"unknown format '{format}' (mergekit, yaml, json)", param_hint="--format")
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+
+
+@recipe_app.command("check")
+def recipe_check(config: Annotated[Path, typer.Argument(help="Recipe to validate against its models.")]) -> None:
+    """Validate a recipe and plan it against its models' indexes, reading no weights."""
+    from evomerge.materialize.plan import plan_merge
+    from evomerge.materialize.streaming import open_checkpoints
+    from evomerge.recipe.model import Recipe
+
+    recipe = Recipe.load(config)
+    plan = plan_merge(recipe, open_checkpoints(recipe))
+    methods = sorted({t.method for t in plan.tasks})
+    out.print(f"ok: {len(plan.tasks)} tensors, {plan.num_layers} layers, method(s) {', '.join(methods)}")
+
+
+@app.command()
+def methods() -> None:
+    """List the merge methods with their parameters, ranges and defaults."""
+    from evomerge.merge.registry import all_methods
+
+    table = Table("method", "parameters (scope, range, default)", "base", "sources", "mergekit", "paper")
+    for m in all_methods():
+        params = []
+        for p in m.params:
+            lo = "" if p.low is None else ("(" if p.low_open else "[") + f"{p.low:g}"
+            hi = "" if p.high is None else f"{p.high:g}]"
+            rng = f" {lo},{hi}" if (lo or hi) else ""
+            params.append(f"{p.name} ({'per model' if p.scope == 'per_source' else 'global'}{rng}"
+                          f"{'' if p.default is None else f', ={p.default}'})")
+        n = f"{m.min_sources}+" if m.max_sources is None else (
+            str(m.min_sources) if m.min_sources == m.max_sources else f"{m.min_sources}-{m.max_sources}")
+        table.add_row(m.name, "\n".join(params), "yes" if m.needs_base else "", n, m.mergekit_name or "-",
+                      m.reference)
+    out.print(table)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo writes its models.")] = Path("runs/demo"),
+) -> None:
+    """Build tiny checkpoints and merge them with each built-in method (no download, a few seconds)."""
+    from evomerge.demo import run_demo
+
+    run_demo(workdir, out)
+
+
+def _mount_optional_subapps() -> None:
+    try:
+        from evomerge.zoo.cli import app as zoo_app
+    except ImportError:
+        return
+    app.add_typer(zoo_app, name="zoo")
+
+
+_mount_optional_subapps()
+
+
+def main() -> None:
+    try:
+        app()
+    except EvomergeError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Turn a Recipe into weights: streamed to disk, or written in place into a resident model."""

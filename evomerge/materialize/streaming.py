@@ -1,0 +1,121 @@
+"""Streaming a merge to disk, tensor by tensor, like ``mergekit-yaml`` but planned up front.
+
+Sources are memory-mapped and read one tensor at a time; the output is written
+straight into preallocated safetensors shards. Peak memory is therefore about
+one tensor per source (plus the task vectors and the result), whatever the
+model size. The output folder appears only when complete: everything is
+written to a temporary sibling folder that is renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from evomerge.io.checkpoint import Checkpoint, check_compatible, check_finite
+from evomerge.io.dtypes import parse_dtype
+from evomerge.io.writer import TOKENIZER_FILES, ShardedWriter, atomic_output_dir, copy_model_files
+from evomerge.materialize.execute import gather_from_sources, run_task
+from evomerge.materialize.plan import MergePlan, TensorRef, model_key, plan_merge
+from evomerge.recipe.model import Recipe
+
+RECIPE_FILE = "evomerge_recipe.json"
+
+
+@dataclass
+class MergeReport:
+    out_dir: Path
+    tensors: int
+    bytes_read: int
+    bytes_written: int
+    seconds: float
+    files: list[Path]
+
+
+def open_checkpoints(recipe: Recipe) -> dict[str, Checkpoint]:
+    """Open (lazily) every model the recipe names, keyed by ``model_key``."""
+    return {model_key(p): Checkpoint.open(p) for p in recipe.referenced_models()}
+
+
+def output_dtype(recipe: Recipe, checkpoints: dict[str, Checkpoint], plan: MergePlan) -> torch.dtype:
+    """mergekit's rule: ``out_dtype``, else ``dtype``, else the dtype of the config model's weights."""
+    text = recipe.out_dtype or recipe.dtype
+    if text:
+        return parse_dtype(text)
+    ckpt = checkpoints[plan.config_model]
+    return ckpt.info(ckpt.names[0]).dtype
+
+
+def merge_to_disk(
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    max_shard_bytes: int = 5 * 2**30,
+    device: str | torch.device = "cpu",
+    check_sources_finite: bool = True,
+    on_tensor: Callable[[int, int, str], None] | None = None,
+) -> MergeReport:
+    """Materialize ``recipe`` into a Hugging Face folder at ``out_dir``.
+
+    ``on_tensor(done, total, name)`` is called after each tensor (for progress bars).
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    with ExitStack() as stack:
+        checkpoints = open_checkpoints(recipe)
+        for ckpt in checkpoints.values():
+            stack.callback(ckpt.close)
+        if recipe.models is not None and len(checkpoints) > 1:
+            check_compatible(list(checkpoints.values()))
+        plan = plan_merge(recipe, checkpoints)
+        dtype = output_dtype(recipe, checkpoints, plan)
+        bytes_read = 0
+
+        def fetch(ref: TensorRef) -> torch.Tensor:
+            nonlocal bytes_read
+            ckpt = checkpoints[ref.model]
+            tensor = ckpt.get(ref.name, device=device)
+            bytes_read += tensor.numel() * tensor.element_size()
+            if check_sources_finite:
+                check_finite(tensor, name=ref.name, path=ckpt.path)
+            return tensor
+
+        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+            layout = [(name, shape, dtype) for name, shape in plan.layout()]
+            with ShardedWriter(tmp, layout, max_shard_bytes=max_shard_bytes) as writer:
+                for i, task in enumerate(plan.tasks):
+                    base, inputs = gather_from_sources(task, fetch)
+                    writer.write(task.out_name, run_task(task, base, inputs))
+                    del base, inputs
+                    if on_tensor is not None:
+                        on_tensor(i + 1, len(plan.tasks), task.out_name)
+                files = writer.close()
+            write_model_files(tmp, recipe, checkpoints, plan, dtype)
+        bytes_written = sum(f.stat().st_size for f in out_dir.glob("*.safetensors"))
+    return MergeReport(out_dir=out_dir, tensors=len(plan.tasks), bytes_read=bytes_read, bytes_written=bytes_written,
+                       seconds=time.perf_counter() - started, files=[out_dir / f.name for f in files])
+
+
+def write_model_files(out: Path, recipe: Recipe, checkpoints: dict[str, Checkpoint], plan: MergePlan,
+                      dtype: torch.dtype) -> None:
+    """config.json (with the output's layer count), tokenizer files, and the recipe for provenance."""
+    copy_model_files(checkpoints[plan.config_model].path, out, torch_dtype=dtype)
+    if plan.tokenizer_model != plan.config_model:
+        tok_dir = checkpoints[plan.tokenizer_model].path
+        for name in TOKENIZER_FILES:
+            if (tok_dir / name).is_file():
+                (out / name).write_bytes((tok_dir / name).read_bytes())
+    config_path = out / "config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        if "num_hidden_layers" in config and plan.num_layers:
+            config["num_hidden_layers"] = plan.num_layers
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+    (out / RECIPE_FILE).write_text(recipe.to_json() + "\n")

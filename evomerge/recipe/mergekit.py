@@ -1,0 +1,68 @@
+"""Export a Recipe as a mergekit YAML, or say exactly why mergekit cannot express it.
+
+Import needs no code: a mergekit config is a valid Recipe (our schema is a
+superset), so ``Recipe.load`` reads both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from evomerge.errors import ConfigError
+from evomerge.merge.registry import get_method
+from evomerge.recipe.model import Recipe
+
+
+class NotExpressibleError(ConfigError):
+    """The recipe uses something mergekit has no way to say."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__("mergekit cannot express this recipe:\n" + "\n".join(f"  - {r}" for r in reasons))
+
+
+@dataclass
+class MergekitExport:
+    config: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.config, sort_keys=False, default_flow_style=None)
+
+
+def mergekit_reasons(recipe: Recipe) -> list[str]:
+    """Why mergekit can't express ``recipe`` (empty when it can)."""
+    reasons = []
+    for name in {recipe.merge_method, *(g.merge_method for g in recipe.groups)}:
+        if get_method(name).mergekit_name is None:
+            reasons.append(f"method '{name}' has no mergekit equivalent")
+    if recipe.groups:
+        reasons.append(
+            f"{len(recipe.groups)} tensor group(s) with their own method/parameters ('groups'): mergekit applies "
+            "one method to every tensor (per-tensor parameters can be written as filters, methods cannot)"
+        )
+    return reasons
+
+
+def to_mergekit(recipe: Recipe) -> MergekitExport:
+    """The mergekit config reproducing ``recipe``; raises NotExpressibleError listing every obstacle."""
+    reasons = mergekit_reasons(recipe)
+    if reasons:
+        raise NotExpressibleError(reasons)
+    method = get_method(recipe.merge_method)
+    data = recipe.to_dict()
+    for key in ("seed", "groups", "name"):
+        data.pop(key, None)
+    data["merge_method"] = method.mergekit_name
+    warnings = []
+    if method.randomized:
+        warnings.append(
+            f"'{method.name}' is randomised: evomerge seeds it (seed {recipe.seed}); mergekit draws from the global "
+            "torch RNG, so its output matches ours in distribution but not bit for bit"
+        )
+    ordered = {k: data[k] for k in ("models", "slices", "base_model", "merge_method", "parameters", "dtype",
+                                    "out_dtype", "tokenizer_source") if k in data}
+    return MergekitExport(config=ordered, warnings=warnings)

@@ -1,0 +1,231 @@
+"""The Recipe: one merge as pure data.
+
+Its schema is a superset of mergekit's merge YAML (``models`` / ``slices`` /
+``base_model`` / ``merge_method`` / ``parameters`` / ``dtype`` /
+``tokenizer_source``) so that any mergekit config for a method we share
+loads unchanged, plus evomerge's extensions: an explicit ``seed`` for the
+randomised methods and ``groups`` that give some tensors their own method.
+Parameter *values* are checked against each method's schema when the merge is
+planned, per tensor, before any weight is read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evomerge.errors import ConfigError, MergeError
+from evomerge.recipe.params import ParameterSetting
+
+# mergekit keys we recognise but do not implement: refuse them by name instead of
+# merging something else than the user asked for.
+_UNSUPPORTED_MERGEKIT_KEYS = {
+    "modules": "multi-module merges",
+    "tokenizer": "the tokenizer-building block (vocabulary union, added tokens)",
+    "chat_template": "chat template overrides",
+}
+DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
+Parameters = dict[str, ParameterSetting]
+
+
+def _known_method(name: str) -> str:
+    from evomerge.merge.registry import get_method
+
+    try:
+        get_method(name)
+    except MergeError as exc:
+        raise ValueError(str(exc)) from None
+    return name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """One source model (a folder path) with its per-model parameters."""
+
+    model: str
+    parameters: Parameters | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _no_lora_suffix(cls, v: str) -> str:
+        if "+" in v and not Path(v).exists():
+            raise ValueError(f"'{v}': mergekit's model+lora syntax is not supported; merge the LoRA first")
+        return v
+
+
+class SliceSource(_Strict):
+    """A contiguous range of layers [start, end) of one model."""
+
+    model: str
+    layer_range: tuple[int, int]
+    parameters: Parameters | None = None
+
+    @field_validator("layer_range")
+    @classmethod
+    def _ordered(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 0 <= v[0] < v[1]:
+            raise ValueError(f"layer_range {list(v)} must satisfy 0 <= start < end")
+        return v
+
+
+class Slice(_Strict):
+    """Output layers made by merging equally long layer ranges of several models."""
+
+    sources: list[SliceSource] = Field(min_length=1)
+    base_model: str | None = None
+    parameters: Parameters | None = None
+
+    @model_validator(mode="after")
+    def _equal_lengths(self) -> Slice:
+        lengths = {s.layer_range[1] - s.layer_range[0] for s in self.sources}
+        if len(lengths) > 1:
+            raise ValueError(f"all sources of a slice must span the same number of layers, got {sorted(lengths)}")
+        return self
+
+    @property
+    def num_layers(self) -> int:
+        r = self.sources[0].layer_range
+        return r[1] - r[0]
+
+
+class GroupOverride(_Strict):
+    """evomerge extension: tensors matching this group use their own method and parameters.
+
+    A tensor belongs to the group when its name contains ``filter`` (if given)
+    and its layer index lies in ``layers = [start, end)`` (if given; tensors
+    outside the layers never match a ``layers`` group). The first matching
+    group wins. ``model_parameters`` maps a model path to its parameters.
+    """
+
+    filter: str | None = None
+    layers: tuple[int, int] | None = None
+    merge_method: str
+    parameters: Parameters | None = None
+    model_parameters: dict[str, Parameters] | None = None
+
+    @field_validator("merge_method")
+    @classmethod
+    def _method_known(cls, v: str) -> str:
+        return _known_method(v)
+
+    def matches(self, name: str, layer: int | None) -> bool:
+        if self.filter not in (None, "*") and self.filter not in name:
+            return False
+        if self.layers is not None:
+            return layer is not None and self.layers[0] <= layer < self.layers[1]
+        return True
+
+
+class Recipe(_Strict):
+    """A merge: which models, which method with which parameters, output dtype and seed."""
+
+    models: list[ModelSpec] | None = None
+    slices: list[Slice] | None = None
+    merge_method: str
+    base_model: str | None = None
+    parameters: Parameters | None = None
+    dtype: str | None = None
+    out_dtype: str | None = None
+    tokenizer_source: str | None = None
+    # evomerge extensions (exported to mergekit only where it can express them)
+    seed: int = 0
+    groups: list[GroupOverride] = Field(default_factory=list)
+    name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, what in _UNSUPPORTED_MERGEKIT_KEYS.items():
+                if data.get(key) is not None:
+                    raise ValueError(f"'{key}' ({what}) is a mergekit feature evomerge does not support")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        if (self.models is None) == (self.slices is None):
+            raise ValueError("give exactly one of 'models' or 'slices'")
+        if self.models is not None and not self.models:
+            raise ValueError("'models' is empty: list at least one model to merge")
+        for key in ("dtype", "out_dtype"):
+            value = getattr(self, key)
+            if value is not None and value not in DTYPES:
+                raise ValueError(f"'{key}' must be one of {', '.join(DTYPES)}, got '{value}'")
+        if self.tokenizer_source == "union":
+            raise ValueError("tokenizer_source 'union' (vocabulary union) is not supported; use 'base' or a model")
+        return self
+
+    @field_validator("merge_method")
+    @classmethod
+    def _method_known(cls, v: str) -> str:
+        return _known_method(v)
+
+    # ---- what the recipe refers to -------------------------------------------------
+    def referenced_models(self) -> list[str]:
+        """Every model path, base first when there is one, in first-mention order."""
+        seen: dict[str, None] = {}
+        if self.base_model:
+            seen[self.base_model] = None
+        for spec in self.models or []:
+            seen[spec.model] = None
+        for sl in self.slices or []:
+            for src in sl.sources:
+                seen[src.model] = None
+            if sl.base_model:
+                seen[sl.base_model] = None
+        return list(seen)
+
+    def group_for(self, name: str, layer: int | None) -> GroupOverride | None:
+        return next((g for g in self.groups if g.matches(name, layer)), None)
+
+    # ---- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "<recipe>") -> Recipe:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a recipe must be a mapping, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: invalid recipe\n{format_validation_error(exc)}") from None
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "<recipe>") -> Recipe:
+        return cls.from_dict(json.loads(text), source=source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        """Read a recipe from YAML or JSON (mergekit configs included); errors name the file and key."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: recipe file not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the key path the way a user wrote it."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
