@@ -1,0 +1,33 @@
+"""The built-in merge methods; importing this package registers each of them once.
+
+One module per method family (pure tensor functions plus one registration);
+shared pieces live in ``sparsify`` (top-k, DARE, breadcrumbs, DELLA masks),
+``consensus`` (TIES sign election and disjoint merge) and ``task_arithmetic``
+(the generalised task-vector merge every sparsifying method builds on).
+"""
+
+from evomerge.merge.methods import (
+    breadcrumbs,
+    dare,
+    della,
+    linear,
+    model_stock,
+    passthrough,
+    slerp,
+    task_arithmetic,
+    ties,
+)
+from evomerge.merge.methods.lines import lines_factor
+
+__all__ = [
+    "breadcrumbs",
+    "dare",
+    "della",
+    "linear",
+    "lines_factor",
+    "model_stock",
+    "passthrough",
+    "slerp",
+    "task_arithmetic",
+    "ties",
+]

@@ -1,0 +1,64 @@
+"""Model Breadcrumbs (Davari & Belilovsky, arXiv 2312.06795): drop outliers and small entries.
+
+Per task vector, the largest ``gamma`` fraction by magnitude and then the
+smallest entries are masked so that a ``density`` fraction remains; then task
+arithmetic (``breadcrumbs``) or TIES sign consensus (``breadcrumbs_ties``).
+mergekit's defaults: density 1 (which disables the mask, gamma included),
+gamma 0.01, normalize false, rescale false, lambda 1. See
+``sparsify.magnitude_outliers`` for the one place we differ (gamma·n < 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import cast
+
+import torch
+
+from evomerge.merge.base import MergeInputs, MergeMethod
+from evomerge.merge.methods import params as P
+from evomerge.merge.methods.params import weights_of
+from evomerge.merge.methods.sparsify import magnitude_outliers
+from evomerge.merge.methods.task_arithmetic import merge_task_vectors
+from evomerge.merge.registry import register
+
+
+def _breadcrumbs(consensus: bool):
+    def fn(inputs: MergeInputs, params: Mapping[str, object],
+           generator: torch.Generator | None) -> torch.Tensor:
+        assert inputs.base is not None
+        density = cast(list[float], params["density"])
+        gamma = cast(list[float], params["gamma"])
+        rescale = "l1" if params["rescale"] else None
+        return merge_task_vectors(
+            inputs.base, inputs.deltas, weights_of(params),
+            normalize=bool(params["normalize"]), lam=float(cast(float, params["lambda"])),
+            sparsify=lambda k, delta: magnitude_outliers(delta, density[k], gamma[k], rescale),
+            consensus=consensus,
+        )
+
+    return fn
+
+
+_PARAMS = (P.WEIGHT, P.DENSITY, P.GAMMA, P.normalize(False), P.rescale(False), P.LAMBDA)
+
+BREADCRUMBS = register(MergeMethod(
+    name="breadcrumbs",
+    fn=_breadcrumbs(False),
+    params=_PARAMS,
+    needs_base=True,
+    reference="arXiv:2312.06795",
+    mergekit_name="breadcrumbs",
+    summary="drop the largest gamma fraction and the smallest entries of each task vector so that "
+            "density remains, then task arithmetic",
+))
+
+BREADCRUMBS_TIES = register(MergeMethod(
+    name="breadcrumbs_ties",
+    fn=_breadcrumbs(True),
+    params=_PARAMS,
+    needs_base=True,
+    reference="arXiv:2312.06795",
+    mergekit_name="breadcrumbs_ties",
+    summary="breadcrumbs sparsification followed by TIES sign election and disjoint merge",
+))

@@ -1,0 +1,53 @@
+"""TIES sign consensus (arXiv 2306.01708): elect a sign per entry, keep agreeing entries,
+take their (weight-normalised) disjoint mean.
+
+Facts from mergekit's ``get_mask(method="sum")`` and ``GTATask``, adopted as is:
+- the election is on *weighted* (and already sparsified) task vectors: the
+  elected sign is + where Σ_k w_k·τ_k >= 0 and − otherwise, so an all-zero or
+  exactly cancelling column elects +;
+- an entry agrees when sign(w_k·τ_k) equals the elected sign, so a negative
+  weight flips which sources agree and an exact zero never agrees;
+- the disjoint mean divides by Σ_k w_k over the agreeing entries, and by 1
+  where that sum is 0 (no agreeing entry: the merged delta there is 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def elect_sign(weighted: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Boolean tensor: True where the elected sign is + (Σ weighted >= 0)."""
+    total = torch.zeros_like(weighted[0])
+    for w_tau in weighted:
+        total.add_(w_tau)
+    return total >= 0
+
+
+def agreement(w_tau: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Boolean tensor: True where ``w_tau`` is nonzero and has the elected sign."""
+    return torch.where(positive, w_tau > 0, w_tau < 0)
+
+
+def disjoint_merge(
+    weighted: list[torch.Tensor], weights: Sequence[float], *, normalize: bool
+) -> torch.Tensor:
+    """Σ_k of the agreeing w_k·τ_k, divided (when ``normalize``) by Σ_k w_k over agreeing k.
+
+    ``weighted`` holds this function's own scratch tensors (w_k·τ_k); they are
+    overwritten to save memory on 7B-sized tensors.
+    """
+    positive = elect_sign(weighted)
+    merged = torch.zeros_like(weighted[0])
+    divisor = torch.zeros_like(weighted[0]) if normalize else None
+    for w_tau, w in zip(weighted, weights, strict=True):
+        agree = agreement(w_tau, positive)
+        merged.add_(w_tau.mul_(agree))
+        if divisor is not None:
+            divisor.add_(agree.to(divisor.dtype), alpha=w)
+    if divisor is not None:
+        divisor.masked_fill_(divisor == 0, 1.0)
+        merged.div_(divisor)
+    return merged

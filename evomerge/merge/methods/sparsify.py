@@ -1,0 +1,246 @@
+"""Sparsification of task vectors: magnitude top-k (TIES), random drop (DARE),
+outlier-and-small drop (Model Breadcrumbs) and rank-graded random drop (DELLA).
+
+Every function is pure: it never writes into its input (the resident task
+vectors of a search worker are shared between candidates) and returns either
+the input itself (density 1: nothing to drop, as in mergekit) or a new tensor.
+
+Selection is done without sorting the whole tensor and without
+``torch.quantile`` (which refuses inputs over 16M elements): the k-th
+largest magnitude is found as a threshold (``torch.kthvalue`` on the CPU,
+about twice as fast there; on accelerators an unsorted ``torch.topk`` of the
+smaller side, since CUDA's ``kthvalue`` runs one block per slice while
+``topk`` splits large slices over many; both give the same value), and ties at
+the threshold are broken by position (lowest flat index first), so exactly
+``k`` entries are kept and the mask is the same on every device. mergekit
+breaks such ties by an unstable argsort: the kept *count* is the same, only
+which of several equal-magnitude entries survives may differ (bf16 task
+vectors do have such ties).
+
+Rescaling: mergekit (since PR #245, April 2024) rescales a sparsified task
+vector so that its L1 norm equals the norm before dropping (``rescale_norm:
+l1``), for DARE and DELLA alike; the papers rescale each kept entry by the
+inverse of its keep probability (DARE 1/density, arXiv 2311.03099; DELLA
+1/(1-p_i), arXiv 2406.11617). ``Rescale`` selects either; the registered
+methods use mergekit's "l1" so that an exported mergekit YAML reproduces them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from evomerge.errors import MergeError
+
+Rescale = Literal["l1", "inverse_keep_prob"] | None
+
+# Norms below this are treated as zero when rescaling (mergekit's eps).
+_L1_EPS = 1e-7
+
+
+def kept_count(numel: int, density: float) -> int:
+    """Entries kept at ``density``: ``int(density * numel)``, mergekit's floor."""
+    return int(density * numel)
+
+
+def kth_largest(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest value of a 1-D tensor (1 <= k <= n), via the smaller unsorted top-k."""
+    n = flat.numel()
+    if flat.device.type == "cpu":
+        return torch.kthvalue(flat, n - k + 1).values
+    if k <= n - k + 1:
+        return torch.topk(flat, k, largest=True, sorted=False).values.min()
+    return torch.topk(flat, n - k + 1, largest=False, sorted=False).values.max()
+
+
+def top_k_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` largest entries of ``magnitude`` (any shape).
+
+    Ties at the k-th value are broken by flat position, lowest first, so the
+    mask has exactly ``k`` true entries and masks for growing ``k`` are nested.
+    """
+    flat = magnitude.reshape(-1)
+    n = flat.numel()
+    if k >= n:
+        return torch.ones_like(magnitude, dtype=torch.bool)
+    if k <= 0:
+        return torch.zeros_like(magnitude, dtype=torch.bool)
+    threshold = kth_largest(flat, k)
+    mask = flat > threshold
+    missing = k - int(mask.sum())
+    if missing > 0:
+        at_threshold = flat == threshold
+        count_dtype = torch.int32 if n < 2**31 else torch.int64
+        first = at_threshold.cumsum(0, dtype=count_dtype) <= missing
+        mask |= at_threshold & first
+    return mask.view(magnitude.shape)
+
+
+def rank_band_mask(magnitude: torch.Tensor, n_bottom: int, n_top: int) -> torch.Tensor:
+    """Mask keeping the entries ranked between the ``n_bottom`` smallest and the ``n_top`` largest."""
+    n = magnitude.numel()
+    keep = top_k_mask(magnitude, n - n_bottom)
+    if n_top > 0:
+        keep &= ~top_k_mask(magnitude, n_top)
+    return keep
+
+
+def rescale_l1(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Scale ``masked`` (in place; it must be a fresh tensor) to the L1 norm of ``original``.
+
+    mergekit's ``rescaled_masked_tensor(..., RescaleNorm.l1)``: skipped when either
+    norm is below 1e-7.
+    """
+    before = float(torch.linalg.vector_norm(original, ord=1))
+    after = float(torch.linalg.vector_norm(masked, ord=1))
+    if before < _L1_EPS or after < _L1_EPS:
+        return masked
+    return masked.mul_(before / after)
+
+
+def magnitude_prune(delta: torch.Tensor, density: float, rescale: Rescale = None) -> torch.Tensor:
+    """TIES trim (arXiv 2306.01708): keep the top ``density`` fraction of entries by |value|.
+
+    ``rescale="l1"`` is mergekit's optional ``rescale: true`` for ties (off by default).
+    """
+    if density >= 1:
+        return delta
+    mask = top_k_mask(delta.abs(), kept_count(delta.numel(), density))
+    out = delta * mask
+    if rescale == "l1":
+        rescale_l1(delta, out)
+    elif rescale == "inverse_keep_prob":
+        raise MergeError("magnitude pruning is deterministic; rescale by keep probability is undefined")
+    return out
+
+
+def magnitude_outliers(
+    delta: torch.Tensor, density: float, gamma: float, rescale: Rescale = None
+) -> torch.Tensor:
+    """Model Breadcrumbs (arXiv 2312.06795): drop the largest ``gamma`` fraction and the
+    smallest entries, so that a ``density`` fraction remains.
+
+    Counts follow mergekit: ``n_top = int(gamma*n)``, ``n_keep = int(density*n)``,
+    ``n_bottom = n - n_keep - n_top``; when that is negative the top cut shrinks
+    (density wins over gamma). Density 1 returns the input untouched (gamma is
+    then ignored, as in mergekit). Difference from mergekit: its slice
+    ``indices[n_bot:-n_top]`` keeps *nothing* when ``n_top`` is 0 (gamma = 0 or
+    a tensor with fewer than 1/gamma entries); here the band keeps ``n_keep``
+    entries as the method intends.
+    """
+    if density >= 1:
+        return delta
+    n = delta.numel()
+    n_keep = kept_count(n, density)
+    n_top = int(gamma * n)
+    n_bottom = n - n_keep - n_top
+    if n_bottom < 0:
+        n_top += n_bottom
+        n_bottom = 0
+    out = delta * rank_band_mask(delta.abs(), n_bottom, n_top)
+    if rescale == "l1":
+        rescale_l1(delta, out)
+    elif rescale == "inverse_keep_prob":
+        raise MergeError("breadcrumbs is deterministic; rescale by keep probability is undefined")
+    return out
+
+
+def uniform_like(delta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """U[0, 1) noise shaped like ``delta``, drawn only from ``generator``."""
+    return torch.rand(delta.shape, generator=generator, device=delta.device, dtype=torch.float32)
+
+
+def random_drop(
+    delta: torch.Tensor, density: float, generator: torch.Generator, rescale: Rescale = "l1"
+) -> torch.Tensor:
+    """DARE (arXiv 2311.03099): keep each entry with probability ``density``, drop it otherwise.
+
+    The paper rescales kept entries by 1/density (``"inverse_keep_prob"``);
+    mergekit's ``rescale: true`` matches the L1 norm instead (``"l1"``).
+    Density 1 returns the input untouched and draws nothing.
+    """
+    if density >= 1:
+        return delta
+    keep = uniform_like(delta, generator) < density
+    out = delta * keep
+    if rescale == "l1":
+        rescale_l1(delta, out)
+    elif rescale == "inverse_keep_prob":
+        out.mul_(1.0 / density)
+    return out
+
+
+def della_keep_probabilities(delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
+    """DELLA's MagPrune keep probabilities (arXiv 2406.11617), mergekit's layout.
+
+    Entries are ranked by |value| along dim 1 (1-D tensors are one row, as in
+    mergekit) and the keep probability rises linearly with rank from
+    ``density - epsilon`` (smallest) to ``density + epsilon`` (largest); the drop
+    probability p_i = 1 - keep_i is thus spread ±epsilon around 1 - density.
+    Ties in magnitude are ranked by position (stable sort). A row of one entry
+    gets ``density`` (mergekit divides 0 by 0 there and fails).
+    """
+    rows = delta.reshape(1, -1) if delta.dim() < 2 else delta
+    n = rows.shape[1]
+    if n < 2:
+        return torch.full(delta.shape, density, dtype=torch.float32, device=delta.device)
+    order = torch.sort(rows.abs(), dim=1, stable=True).indices
+    ranks = torch.empty_like(order)
+    along_dim1 = [1] * rows.dim()
+    along_dim1[1] = n
+    positions = torch.arange(n, device=delta.device).view(along_dim1).expand_as(order)
+    ranks.scatter_(1, order, positions)
+    del order, positions
+    keep = ranks.to(torch.float32)
+    del ranks
+    keep.mul_(2.0 * epsilon / (n - 1)).add_(density - epsilon)
+    return keep.view(delta.shape)
+
+
+def check_della_band(density: float, epsilon: float, *, where: str) -> None:
+    """DELLA needs density ± epsilon strictly inside (0, 1) (mergekit raises the same)."""
+    if density < 1 and (density + epsilon >= 1 or density - epsilon <= 0):
+        raise MergeError(
+            f"{where}: della needs density ± epsilon inside (0, 1), got density {density:g} and "
+            f"epsilon {epsilon:g}; choose epsilon < {min(density, 1 - density):g}"
+        )
+
+
+def della_magprune(
+    delta: torch.Tensor,
+    density: float,
+    epsilon: float,
+    generator: torch.Generator,
+    rescale: Rescale = "l1",
+) -> torch.Tensor:
+    """DELLA MagPrune (arXiv 2406.11617): random drop with magnitude-ranked probabilities.
+
+    Larger entries are kept more often. The paper rescales each kept entry by
+    1/(1 - p_i) (``"inverse_keep_prob"``); mergekit matches the L1 norm
+    (``"l1"``). Density 1 returns the input untouched and draws nothing.
+    """
+    if density >= 1:
+        return delta
+    check_della_band(density, epsilon, where="della")
+    keep_prob = della_keep_probabilities(delta, density, epsilon)
+    keep = uniform_like(delta, generator) < keep_prob
+    out = delta * keep
+    if rescale == "l1":
+        rescale_l1(delta, out)
+    elif rescale == "inverse_keep_prob":
+        out.div_(keep_prob)
+    return out
+
+
+def per_source_generators(generator: torch.Generator, n_sources: int) -> list[torch.Generator]:
+    """One independent generator per source, seeded from ``generator`` in source order.
+
+    All sub-seeds are drawn up front, whatever the densities, so source k's drop
+    mask depends only on (seed, k, its own parameters): changing another source's
+    density (or setting it to 1, which draws nothing) leaves it unchanged, and
+    for a fixed seed the kept set only grows with density (common random numbers
+    across a search).
+    """
+    seeds = torch.randint(0, 2**62, (n_sources,), generator=generator, device=generator.device)
+    return [torch.Generator(device=generator.device).manual_seed(int(s)) for s in seeds.tolist()]

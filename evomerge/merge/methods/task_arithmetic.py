@@ -1,0 +1,81 @@
+"""Task arithmetic (arXiv 2212.04089) and the generalised form every task-vector method shares.
+
+θ = θ₀ + λ · Σ_k w_k·s(τ_k) [/ normaliser], where s is an optional
+sparsifier (TIES trim, DARE, breadcrumbs, DELLA) and the sum is either plain or
+a TIES sign-consensus disjoint mean. This is mergekit's
+``GeneralizedTaskArithmeticMerge``: sparsify each task vector, weight it,
+optionally elect signs, normalise (plain: by Σ_k w_k, left at 1 when
+|Σ_k w_k| < 1e-8; consensus: by the agreeing weights), then multiply by
+``lambda`` and add the base.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import cast
+
+import torch
+
+from evomerge.merge.base import MergeInputs, MergeMethod
+from evomerge.merge.methods import params as P
+from evomerge.merge.methods.consensus import disjoint_merge
+from evomerge.merge.methods.params import weights_of
+from evomerge.merge.registry import register
+
+# (source index, its task vector) -> the sparsified task vector (the input itself or a new tensor)
+Sparsifier = Callable[[int, torch.Tensor], torch.Tensor]
+
+# mergekit: a plain sum is not normalised when the weights sum to (about) zero.
+_ZERO_WEIGHT_SUM = 1e-8
+
+
+def merge_task_vectors(
+    base: torch.Tensor,
+    deltas: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    *,
+    normalize: bool,
+    lam: float = 1.0,
+    sparsify: Sparsifier | None = None,
+    consensus: bool = False,
+) -> torch.Tensor:
+    """θ₀ + λ·merge_k(w_k·sparsify(τ_k)); never writes into ``base`` or ``deltas``."""
+    weighted: list[torch.Tensor] = []
+    merged: torch.Tensor | None = None
+    for k, (delta, w) in enumerate(zip(deltas, weights, strict=True)):
+        kept = delta if sparsify is None else sparsify(k, delta)
+        if consensus:
+            weighted.append(kept.mul_(w) if kept is not delta else kept * w)
+        elif merged is None:
+            merged = kept.mul_(w) if kept is not delta else kept * w
+        else:
+            merged.add_(kept, alpha=w)
+    if consensus:
+        merged = disjoint_merge(weighted, weights, normalize=normalize)
+    else:
+        assert merged is not None
+        if normalize:
+            total = float(sum(weights))
+            if abs(total) >= _ZERO_WEIGHT_SUM:
+                merged.div_(total)
+    if lam != 1:
+        merged.mul_(lam)
+    return merged.add_(base)
+
+
+def _task_arithmetic(inputs: MergeInputs, params: Mapping[str, object],
+                     generator: torch.Generator | None) -> torch.Tensor:
+    assert inputs.base is not None
+    return merge_task_vectors(inputs.base, inputs.deltas, weights_of(params),
+                              normalize=bool(params["normalize"]), lam=float(cast(float, params["lambda"])))
+
+
+TASK_ARITHMETIC = register(MergeMethod(
+    name="task_arithmetic",
+    fn=_task_arithmetic,
+    params=(P.WEIGHT, P.normalize(False), P.LAMBDA),
+    needs_base=True,
+    reference="arXiv:2212.04089",
+    mergekit_name="task_arithmetic",
+    summary="base + lambda * Σ weight_k (θ_k − base); normalize divides by Σ weight_k",
+))
