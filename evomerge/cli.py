@@ -128,18 +128,19 @@ def methods() -> None:
     """List the merge methods with their parameters, ranges and defaults."""
     from evomerge.merge.registry import all_methods
 
-    table = Table("method", "parameters (scope, range, default)", "base", "sources", "mergekit", "paper")
+    table = Table("method", "parameters", "base", "sources", "mergekit", "paper",
+                  caption="* per model; (lo,hi] range; =default (no default: required)")
     for m in all_methods():
         params = []
         for p in m.params:
             lo = "" if p.low is None else ("(" if p.low_open else "[") + f"{p.low:g}"
             hi = "" if p.high is None else f"{p.high:g}]"
-            rng = f" {lo},{hi}" if (lo or hi) else ""
-            params.append(f"{p.name} ({'per model' if p.scope == 'per_source' else 'global'}{rng}"
-                          f"{'' if p.default is None else f', ={p.default}'})")
+            rng = f"{lo or '(-inf'},{hi or 'inf)'}" if (lo or hi) else ""
+            default = "" if p.default is None else f"={p.default}"
+            params.append(f"{p.name}{'*' if p.scope == 'per_source' else ''}{rng}{default}")
         n = f"{m.min_sources}+" if m.max_sources is None else (
             str(m.min_sources) if m.min_sources == m.max_sources else f"{m.min_sources}-{m.max_sources}")
-        table.add_row(m.name, "\n".join(params), "yes" if m.needs_base else "", n, m.mergekit_name or "-",
+        table.add_row(m.name, ", ".join(params), "yes" if m.needs_base else "", n, m.mergekit_name or "-",
                       m.reference)
     out.print(table)
 

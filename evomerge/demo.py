@@ -38,6 +38,10 @@ def _logits(folder: Path, ids: torch.Tensor) -> torch.Tensor:
 
 
 def run_demo(workdir: Path, console: Console) -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     workdir = Path(workdir)
     zoo = workdir / "zoo"
     if not (zoo / "base" / "config.json").is_file() or not (zoo / "expert2" / "config.json").is_file():

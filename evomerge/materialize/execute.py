@@ -17,7 +17,24 @@ from evomerge.materialize.plan import TensorRef, TensorTask
 from evomerge.merge.base import MergeInputs
 from evomerge.merge.registry import get_method
 
+
+class NonFiniteMergeError(MergeError):
+    """A merged tensor holds NaN/inf (from a source, or from extreme parameters)."""
+
+
 Fetch = Callable[[TensorRef], torch.Tensor]
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """True when no entry is NaN/inf, in one fast reduction.
+
+    NaN and inf propagate through a float32 sum, so a finite sum proves every
+    entry finite; only a (never seen) overflowing sum falls back to the exact,
+    much slower elementwise test (``isfinite`` on bf16 costs ~50x a sum on CPU).
+    """
+    if bool(torch.isfinite(tensor.sum(dtype=torch.float32))):
+        return True
+    return bool(torch.isfinite(tensor).all())
 
 
 def run_task(task: TensorTask, base: torch.Tensor | None, deltas_or_sources: list[torch.Tensor]) -> torch.Tensor:
@@ -28,8 +45,8 @@ def run_task(task: TensorTask, base: torch.Tensor | None, deltas_or_sources: lis
     else:
         inputs = MergeInputs(task.out_name, None, sources=deltas_or_sources)
     merged = method(inputs, task.params, seed=task.seed)
-    if not bool(torch.isfinite(merged).all()):
-        raise MergeError(f"tensor '{task.out_name}': method '{task.method}' produced NaN/inf values "
+    if not all_finite(merged):
+        raise NonFiniteMergeError(f"tensor '{task.out_name}': method '{task.method}' produced NaN/inf values "
                          f"with parameters {dict(task.params)}")
     return merged
 

@@ -17,7 +17,7 @@ import torch
 
 from evomerge.errors import CheckpointError, MergeError
 from evomerge.io.checkpoint import Checkpoint, check_compatible, check_finite
-from evomerge.materialize.execute import run_task
+from evomerge.materialize.execute import all_finite, run_task
 from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_key, plan_merge
 from evomerge.recipe.model import Recipe
 
@@ -69,7 +69,8 @@ class ResidentSources:
 
     def _load(self, ckpt: Checkpoint, name: str, *, keep: bool = True) -> torch.Tensor:
         tensor = ckpt.get(name, device=self.device)
-        check_finite(tensor, name=name, path=ckpt.path)
+        if not all_finite(tensor):
+            check_finite(tensor, name=name, path=ckpt.path)  # raises, naming tensor and file
         tensor = tensor.float()
         if keep:
             stored = tensor.to(self.storage_dtype)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,8 @@ import torch
 from evomerge.io.checkpoint import Checkpoint, check_compatible, check_finite
 from evomerge.io.dtypes import parse_dtype
 from evomerge.io.writer import TOKENIZER_FILES, ShardedWriter, atomic_output_dir, copy_model_files
-from evomerge.materialize.execute import gather_from_sources, run_task
-from evomerge.materialize.plan import MergePlan, TensorRef, model_key, plan_merge
+from evomerge.materialize.execute import NonFiniteMergeError, gather_from_sources, run_task
+from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_key, plan_merge
 from evomerge.recipe.model import Recipe
 
 RECIPE_FILE = "evomerge_recipe.json"
@@ -64,6 +65,10 @@ def merge_to_disk(
 ) -> MergeReport:
     """Materialize ``recipe`` into a Hugging Face folder at ``out_dir``.
 
+    NaN/inf are caught where they matter: every merged tensor is checked (one
+    fast reduction); when one is not finite, its sources are scanned so the
+    error names the source tensor and file at fault (``check_sources_finite``).
+
     ``on_tensor(done, total, name)`` is called after each tensor (for progress bars).
     """
     started = time.perf_counter()
@@ -80,20 +85,35 @@ def merge_to_disk(
 
         def fetch(ref: TensorRef) -> torch.Tensor:
             nonlocal bytes_read
-            ckpt = checkpoints[ref.model]
-            tensor = ckpt.get(ref.name, device=device)
+            tensor = checkpoints[ref.model].get(ref.name, device=device)
             bytes_read += tensor.numel() * tensor.element_size()
-            if check_sources_finite:
-                check_finite(tensor, name=ref.name, path=ckpt.path)
             return tensor
+
+        def check_sources(task: TensorTask) -> None:
+            for ref in (*([task.base] if task.base else []), *task.sources):
+                ckpt = checkpoints[ref.model]
+                check_finite(ckpt.get(ref.name), name=ref.name, path=ckpt.path)
 
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
             layout = [(name, shape, dtype) for name, shape in plan.layout()]
-            with ShardedWriter(tmp, layout, max_shard_bytes=max_shard_bytes) as writer:
+            # Reading the next tensor's sources overlaps with merging the current one
+            # (torch releases the GIL); at most two tasks' inputs are alive at once.
+            with ShardedWriter(tmp, layout, max_shard_bytes=max_shard_bytes) as writer, \
+                    ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomerge-read") as reader:
+                pending = reader.submit(gather_from_sources, plan.tasks[0], fetch) if plan.tasks else None
                 for i, task in enumerate(plan.tasks):
-                    base, inputs = gather_from_sources(task, fetch)
-                    writer.write(task.out_name, run_task(task, base, inputs))
-                    del base, inputs
+                    assert pending is not None
+                    base, inputs = pending.result()
+                    if i + 1 < len(plan.tasks):
+                        pending = reader.submit(gather_from_sources, plan.tasks[i + 1], fetch)
+                    try:
+                        merged = run_task(task, base, inputs)
+                    except NonFiniteMergeError:
+                        if check_sources_finite:
+                            check_sources(task)  # names the source tensor and file when a source is at fault
+                        raise
+                    writer.write(task.out_name, merged)
+                    del base, inputs, merged
                     if on_tensor is not None:
                         on_tensor(i + 1, len(plan.tasks), task.out_name)
                 files = writer.close()
