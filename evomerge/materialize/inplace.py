@@ -70,7 +70,7 @@ class ResidentSources:
     def _load(self, ckpt: Checkpoint, name: str, *, keep: bool = True) -> torch.Tensor:
         tensor = ckpt.get(name, device=self.device)
         if not all_finite(tensor):
-            check_finite(tensor, name=name, path=ckpt.path)  # raises, naming tensor and file
+            check_finite(tensor, name=name, path=ckpt.info(name).file)  # raises, naming tensor and file
         tensor = tensor.float()
         if keep:
             stored = tensor.to(self.storage_dtype)

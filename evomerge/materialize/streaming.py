@@ -92,7 +92,7 @@ def merge_to_disk(
         def check_sources(task: TensorTask) -> None:
             for ref in (*([task.base] if task.base else []), *task.sources):
                 ckpt = checkpoints[ref.model]
-                check_finite(ckpt.get(ref.name), name=ref.name, path=ckpt.path)
+                check_finite(ckpt.get(ref.name), name=ref.name, path=ckpt.info(ref.name).file)
 
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
             layout = [(name, shape, dtype) for name, shape in plan.layout()]
@@ -126,9 +126,9 @@ def merge_to_disk(
 def write_model_files(out: Path, recipe: Recipe, checkpoints: dict[str, Checkpoint], plan: MergePlan,
                       dtype: torch.dtype) -> None:
     """config.json (with the output's layer count), tokenizer files, and the recipe for provenance."""
-    copy_model_files(checkpoints[plan.config_model].path, out, torch_dtype=dtype)
+    copy_model_files(checkpoints[plan.config_model].folder, out, torch_dtype=dtype)
     if plan.tokenizer_model != plan.config_model:
-        tok_dir = checkpoints[plan.tokenizer_model].path
+        tok_dir = checkpoints[plan.tokenizer_model].folder
         for name in TOKENIZER_FILES:
             if (tok_dir / name).is_file():
                 (out / name).write_bytes((tok_dir / name).read_bytes())

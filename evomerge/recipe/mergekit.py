@@ -39,6 +39,11 @@ def mergekit_reasons(recipe: Recipe) -> list[str]:
     for name in {recipe.merge_method, *(g.merge_method for g in recipe.groups)}:
         if get_method(name).mergekit_name is None:
             reasons.append(f"method '{name}' has no mergekit equivalent")
+    if recipe.layer_path:
+        reasons.append(
+            "a data-flow 'layer_path' with per-hop input scales: mergekit's passthrough slices can stack layers "
+            "but cannot scale a layer's input (export the folded checkpoint instead)"
+        )
     if recipe.groups:
         reasons.append(
             f"{len(recipe.groups)} tensor group(s) with their own method/parameters ('groups'): mergekit applies "
@@ -54,7 +59,7 @@ def to_mergekit(recipe: Recipe) -> MergekitExport:
         raise NotExpressibleError(reasons)
     method = get_method(recipe.merge_method)
     data = recipe.to_dict()
-    for key in ("seed", "groups", "name"):
+    for key in ("seed", "groups", "name", "layer_path"):
         data.pop(key, None)
     data["merge_method"] = method.mergekit_name
     warnings = []

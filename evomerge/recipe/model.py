@@ -123,6 +123,14 @@ class GroupOverride(_Strict):
         return True
 
 
+class Hop(_Strict):
+    """One step of a data-flow merge: run ``layer`` of ``model`` on the stream scaled by ``scale``."""
+
+    model: str
+    layer: int = Field(ge=0)
+    scale: float = Field(default=1.0, gt=0)
+
+
 class Recipe(_Strict):
     """A merge: which models, which method with which parameters, output dtype and seed."""
 
@@ -137,6 +145,10 @@ class Recipe(_Strict):
     # evomerge extensions (exported to mergekit only where it can express them)
     seed: int = 0
     groups: list[GroupOverride] = Field(default_factory=list)
+    # data-flow merge (Akiba et al. 2403.13187): when set, the layer stack is these hops, in order,
+    # and everything outside the layers (embeddings, final norm, head, tokenizer) comes from
+    # ``base_model`` (the paper's model A), itself possibly the output of a parameter-space merge.
+    layer_path: list[Hop] | None = None
     name: str | None = None
 
     @model_validator(mode="before")
@@ -158,6 +170,8 @@ class Recipe(_Strict):
             value = getattr(self, key)
             if value is not None and value not in DTYPES:
                 raise ValueError(f"'{key}' must be one of {', '.join(DTYPES)}, got '{value}'")
+        if self.layer_path is not None and (not self.layer_path or not self.base_model):
+            raise ValueError("a layer_path needs at least one hop and a base_model (model A: embeddings and head)")
         if self.tokenizer_source == "union":
             raise ValueError("tokenizer_source 'union' (vocabulary union) is not supported; use 'base' or a model")
         return self

@@ -81,7 +81,7 @@ def test_resident_sources_hold_the_base_once_and_task_vectors(family, resident):
 
 
 def test_a_recipe_with_another_base_is_refused(family, resident, model):
-    base, experts = family
+    _base, experts = family
     recipe = Recipe.model_validate({"models": [{"model": str(experts[1]), "parameters": {"weight": 1.0}}],
                                     "base_model": str(experts[0]), "merge_method": "task_arithmetic"})
     with pytest.raises(MergeError, match="not the resident base"):

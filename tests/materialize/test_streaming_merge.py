@@ -146,7 +146,7 @@ def test_groups_give_tensors_their_own_method(family, tmp_path):
 
 
 def test_passthrough_slices_stack_layers_and_the_result_loads(family, tmp_path):
-    base, experts = family
+    _base, experts = family
     a, b = experts[0], experts[1]
     recipe = Recipe.model_validate({
         "slices": [{"sources": [{"model": str(a), "layer_range": [0, 2]}]},
@@ -195,7 +195,7 @@ def test_dare_ties_is_bit_identical_for_the_same_seed_and_differs_for_another(fa
 
 
 def test_output_dtype_and_shards(family, tmp_path):
-    base, experts = family
+    _base, experts = family
     recipe = Recipe.model_validate({"models": [{"model": str(e), "parameters": {"weight": 1.0}} for e in experts],
                                     "merge_method": "linear", "out_dtype": "bfloat16"})
     merge_to_disk(recipe, tmp_path / "out", max_shard_bytes=20_000)
