@@ -1,0 +1,171 @@
+"""The task YAML schema: one strict pydantic model per task kind.
+
+``extra="forbid"`` everywhere, so a misspelt key (``max_new_token``) is an error
+that names the file and the key instead of a silently ignored default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Split = Literal["train", "validation", "test"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Objective(_Strict):
+    """The objective a task reports: its name in the study and whether bigger is better."""
+
+    name: str = Field(min_length=1)
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+
+class DataFiles(_Strict):
+    """Fixed splits, paths relative to the YAML; the search only ever sees ``train``."""
+
+    train: str
+    validation: str | None = None
+    test: str | None = None
+
+    def splits(self) -> dict[str, str]:
+        return {k: v for k, v in (("train", self.train), ("validation", self.validation),
+                                  ("test", self.test)) if v is not None}
+
+
+class DataSource(_Strict):
+    """A built-in data set instead of files (the 8×8 digits of scikit-learn)."""
+
+    source: Literal["sklearn_digits"]
+
+
+class Extract(_Strict):
+    """How the answer is cut out of a generation before exact match."""
+
+    type: Literal["regex", "last_number", "first_line", "exact"] = "exact"
+    pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _pattern_iff_regex(self) -> Extract:
+        if self.type == "regex":
+            if not self.pattern:
+                raise ValueError("extract type 'regex' needs a 'pattern'")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression: {exc}") from None
+        elif self.pattern is not None:
+            raise ValueError(f"'pattern' is only used with type 'regex', not {self.type!r}")
+        return self
+
+
+class _TaskBase(_Strict):
+    name: str = Field(min_length=1)
+    objective: Objective | None = None  # default: {name: <task name>, direction: kind's natural one}
+    batch_size: int = Field(default=32, ge=1)
+    description: str = ""
+
+
+class GenerationSpec(_TaskBase):
+    kind: Literal["generation"]
+    data: DataFiles
+    max_new_tokens: int = Field(default=32, ge=1)
+    extract: Extract = Extract()
+    decoder: Literal["loop", "hf"] = "loop"  # hand-written KV-cache loop (faster) or HF generate
+    add_special_tokens: bool = True
+
+
+class MultipleChoiceSpec(_TaskBase):
+    kind: Literal["multiple_choice"]
+    data: DataFiles
+    normalization: Literal["none", "tokens", "chars"] = "none"  # sum of log-probs, or per token / char
+    delimiter: str = " "  # put between the prompt and each choice, as lm-evaluation-harness does
+    add_special_tokens: bool = True
+
+
+class PerplexitySpec(_TaskBase):
+    kind: Literal["perplexity"]
+    data: DataFiles
+    add_special_tokens: bool = True
+
+
+class ClassificationSpec(_TaskBase):
+    kind: Literal["classification"]
+    data: DataFiles | DataSource
+    labels: list[int] | None = None  # keep only the examples of these classes
+    restrict_logits: bool = False  # and take the argmax over their logits only
+    batch_size: int = Field(default=4096, ge=1)
+
+    @model_validator(mode="after")
+    def _restrict_needs_labels(self) -> ClassificationSpec:
+        if self.restrict_logits and self.labels is None:
+            raise ValueError("restrict_logits: true needs `labels`")
+        return self
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_distinct(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError("labels must be a non-empty list of distinct non-negative class indices")
+        return v
+
+
+class HttpSpec(_TaskBase):
+    kind: Literal["http"]
+    url: str
+    send: Literal["generations", "checkpoint"] = "generations"
+    data: DataFiles | None = None  # prompts (and optional answers) for send: generations
+    max_new_tokens: int = Field(default=32, ge=1)
+    add_special_tokens: bool = True
+    timeout_s: float = Field(default=60.0, gt=0)
+    retries: int = Field(default=2, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0)
+    checkpoint_dir: str | None = None  # where candidate checkpoints are written for send: checkpoint
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"url must start with http:// or https:// and name a host, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _data_for_generations(self) -> HttpSpec:
+        if self.send == "generations" and self.data is None:
+            raise ValueError("send: generations needs `data` with the prompts to generate from")
+        return self
+
+
+class LmEvalSpec(_TaskBase):
+    """lm-evaluation-harness tasks: per split, a registered task name or a local task YAML."""
+
+    kind: Literal["lm_eval"]
+    task: str | None = None  # one lm-eval task (name or YAML) as the train split
+    data: DataFiles | None = None  # or one per split: train / validation / test
+    metric: str = "acc"
+    num_fewshot: int | None = Field(default=None, ge=0)
+    limit: int | None = Field(default=None, ge=1)
+    max_new_tokens: int = Field(default=32, ge=1)
+
+    @model_validator(mode="after")
+    def _task_xor_data(self) -> LmEvalSpec:
+        if (self.task is None) == (self.data is None):
+            raise ValueError("give exactly one of `task` (an lm-eval task name or YAML) or `data` (one per split)")
+        return self
+
+
+TaskSpec = Annotated[
+    GenerationSpec | MultipleChoiceSpec | PerplexitySpec | ClassificationSpec | HttpSpec | LmEvalSpec,
+    Field(discriminator="kind"),
+]
+
+
+class TaskFile(BaseModel):
+    """Wrapper so one TypeAdapter validates any kind with a discriminated union."""
+
+    spec: TaskSpec

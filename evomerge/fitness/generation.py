@@ -1,0 +1,140 @@
+"""Generation tasks: greedy answers to prompts, scored by exact match of the extracted answer.
+
+The shape of the evolutionary-merge paper's math benchmark (arXiv 2403.13187):
+deterministic decoding so that a candidate's score is a function of its weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evomerge.errors import FitnessError
+from evomerge.fitness.base import Direction, TaskResult, check_split
+from evomerge.fitness.config import GenerationSpec
+from evomerge.fitness.data import read_jsonl, resolve
+from evomerge.fitness.decoding import Batch, cut_at_eos, greedy_hf, greedy_loop, make_batches, model_device
+from evomerge.fitness.extract import make_extractor, normalize
+from evomerge.fitness.tokens import EncodingCache, encode, eos_ids, pad_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Generations:
+    """What local generation produced for one split, with where the time went."""
+
+    texts: list[str]
+    generated_tokens: int
+    prompt_tokens: int
+    seconds_tokenize: float  # encoding (cached after the first candidate) + decoding
+    seconds_generate: float  # forward passes
+
+
+class PromptGenerator:
+    """Encodes prompts once per tokenizer and runs batched greedy decoding on them."""
+
+    def __init__(self, prompts: dict[str, list[str]], *, max_new_tokens: int, batch_size: int,
+                 add_special_tokens: bool, decoder: str = "loop") -> None:
+        self.prompts = prompts
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.add_special_tokens = add_special_tokens
+        self.decoder = greedy_loop if decoder == "loop" else greedy_hf
+        self._cache: EncodingCache[tuple[list[Batch], int]] = EncodingCache()
+
+    def _encode(self, split: str, tokenizer: Any) -> tuple[list[Batch], int]:
+        ids = encode(tokenizer, self.prompts[split], add_special_tokens=self.add_special_tokens)
+        for i, seq in enumerate(ids):
+            if not seq:
+                raise FitnessError(f"prompt {i} of split '{split}' encodes to no tokens")
+        return make_batches(ids, self.batch_size, pad_id=pad_id(tokenizer), left=True), sum(map(len, ids))
+
+    def run(self, model: Any, tokenizer: Any, split: str) -> Generations:
+        t0 = time.perf_counter()
+        batches, prompt_tokens = self._cache.get(split, tokenizer, lambda: self._encode(split, tokenizer))
+        t_enc = time.perf_counter() - t0
+        device = model_device(model)
+        eos = eos_ids(model, tokenizer)
+        pid = pad_id(tokenizer)
+        rows: list[list[int]] = [[] for _ in self.prompts[split]]
+        n_generated = 0
+        t_gen = 0.0
+        was_training = getattr(model, "training", False)
+        model.eval()
+        try:
+            for b in batches:
+                t1 = time.perf_counter()
+                out = self.decoder(model, b.input_ids.to(device), b.attention_mask.to(device),
+                                   max_new_tokens=self.max_new_tokens, eos_ids=eos, pad_id=pid).cpu()
+                t_gen += time.perf_counter() - t1
+                for row, i in zip(out.tolist(), b.index.tolist(), strict=True):
+                    kept = cut_at_eos(row, eos)
+                    rows[i] = kept
+                    n_generated += min(len(kept) + 1, len(row))  # + the EOS step, when there was one
+        finally:
+            model.train(was_training)
+        t2 = time.perf_counter()
+        texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+        t_dec = time.perf_counter() - t2
+        return Generations(texts, n_generated, prompt_tokens, t_enc + t_dec, t_gen)
+
+
+class GenerationTask:
+    """Exact match of the extracted greedy answer against the reference answer."""
+
+    kind = "generation"
+
+    def __init__(self, spec: GenerationSpec, base_dir: Path, source: str = "<memory>") -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.objective_name = spec.objective.name if spec.objective else spec.name
+        self.direction: Direction = spec.objective.direction if spec.objective else "maximize"
+        self.source = source
+        self.examples: dict[str, list[dict[str, Any]]] = {
+            split: read_jsonl(resolve(base_dir, rel), required={"prompt": str, "answer": (str, int, float)})
+            for split, rel in spec.data.splits().items()
+        }
+        self.extract = make_extractor(spec.extract.type, spec.extract.pattern)
+        self.answers = {s: [normalize(str(r["answer"])) for r in recs] for s, recs in self.examples.items()}
+        if spec.extract.type == "regex":
+            refs = [a for answers in self.answers.values() for a in answers]
+            if not any(self.extract(a) for a in refs):
+                msg = (f"{source}: task '{self.name}': extract.pattern {spec.extract.pattern!r} matches none of "
+                       f"the {len(refs)} reference answers; every candidate will score 0")
+                warnings.warn(msg, stacklevel=2)
+                log.warning(msg)
+        self.generator = PromptGenerator(
+            {s: [r["prompt"] for r in recs] for s, recs in self.examples.items()},
+            max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
+            add_special_tokens=spec.add_special_tokens, decoder=spec.decoder,
+        )
+
+    def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train") -> TaskResult:
+        """Generate greedily for every prompt of ``split`` and score exact matches."""
+        check_split(self.name, split, list(self.examples))
+        t0 = time.perf_counter()
+        gen = self.generator.run(model, tokenizer, split)
+        t1 = time.perf_counter()
+        predictions = [self.extract(text) for text in gen.texts]
+        scores = np.fromiter((p == a for p, a in zip(predictions, self.answers[split], strict=True)),
+                             dtype=np.float64, count=len(predictions))
+        seconds = time.perf_counter() - t0
+        return TaskResult(
+            task=self.name, split=split, objectives={self.objective_name: float(scores.mean())},
+            per_example=scores, n=len(scores), seconds=seconds,
+            details={
+                "generations": gen.texts, "predictions": predictions,
+                "generated_tokens": gen.generated_tokens, "prompt_tokens": gen.prompt_tokens,
+                "seconds_generate": gen.seconds_generate, "seconds_tokenize": gen.seconds_tokenize,
+                "seconds_other": seconds - gen.seconds_generate - gen.seconds_tokenize,
+                "seconds_extract": time.perf_counter() - t1,
+            },
+        )
+
