@@ -11,7 +11,9 @@ optionally elect signs, normalise (plain: by Σ_k w_k, left at 1 when
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 import torch
@@ -27,6 +29,22 @@ Sparsifier = Callable[[int, torch.Tensor], torch.Tensor]
 
 # mergekit: a plain sum is not normalised when the weights sum to (about) zero.
 _ZERO_WEIGHT_SUM = 1e-8
+# Sparsifying large CPU tensors runs one source per thread: the selection kernels
+# (kthvalue, DELLA's ranking) are single-threaded, so sources in parallel use every core.
+_PARALLEL_MIN_NUMEL = 1 << 20
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _sparsify_all(deltas: Sequence[torch.Tensor], sparsify: Sparsifier) -> list[torch.Tensor]:
+    """``sparsify`` applied to every source; concurrently when it pays (results identical either way:
+    randomised sparsifiers hold one pre-seeded generator per source)."""
+    global _POOL
+    workers = min(len(deltas), os.cpu_count() or 1)
+    if workers < 2 or deltas[0].device.type != "cpu" or deltas[0].numel() < _PARALLEL_MIN_NUMEL:
+        return [sparsify(k, d) for k, d in enumerate(deltas)]
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count(), thread_name_prefix="evomerge-sparsify")
+    return list(_POOL.map(lambda kd: sparsify(*kd), enumerate(deltas)))
 
 
 def merge_task_vectors(
@@ -42,8 +60,8 @@ def merge_task_vectors(
     """θ₀ + λ·merge_k(w_k·sparsify(τ_k)); never writes into ``base`` or ``deltas``."""
     weighted: list[torch.Tensor] = []
     merged: torch.Tensor | None = None
-    for k, (delta, w) in enumerate(zip(deltas, weights, strict=True)):
-        kept = delta if sparsify is None else sparsify(k, delta)
+    sparse = list(deltas) if sparsify is None else _sparsify_all(deltas, sparsify)
+    for delta, kept, w in zip(deltas, sparse, weights, strict=True):
         if consensus:
             weighted.append(kept.mul_(w) if kept is not delta else kept * w)
         elif merged is None:
