@@ -145,6 +145,67 @@ def methods() -> None:
     out.print(table)
 
 
+def _search(study_factory, finalize: bool) -> None:
+    from evomerge.study.display import front_table, live_progress
+
+    study = study_factory()
+    total = study.config.budget.evaluations
+    with live_progress(console, total) as on_progress:
+        summary = study.run(on_progress=on_progress)
+    if summary.stopped_early:
+        console.print(f"[yellow]stopped[/]: {summary.n_trials} trials are recorded; continue with "
+                      f"`evomerge resume {study.run_dir}`")
+        raise typer.Exit(130)
+    if finalize:
+        study.finalize()
+        summary = study.summary()
+    out.print(front_table(study, summary))
+    out.print(f"run folder: {study.run_dir} (storage, checkpoint, front.json, best_recipe.json)")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Run config YAML (sources, space, strategy, objectives, budget).")],
+    test: Annotated[bool, typer.Option(help="Re-evaluate the front and baselines on the test split at the end.")]
+    = True,
+) -> None:
+    """Run a search. Every trial is recorded as it finishes; Ctrl-C or a crash leaves a resumable run.
+
+    Re-running the same config continues the run in its folder; a changed
+    config is refused with a diff (use a new `output`).
+    """
+    from evomerge.study.config import RunConfig
+    from evomerge.study.study import Study
+
+    cfg = RunConfig.load(config)
+    _search(lambda: Study.create(cfg), test)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `evomerge run`.")],
+    test: Annotated[bool, typer.Option(help="Re-evaluate the front on the test split at the end.")] = True,
+) -> None:
+    """Continue a stopped or crashed run exactly where its records end (no evaluation lost or repeated)."""
+    from evomerge.study.study import Study
+
+    _search(lambda: Study.open(run_dir), test)
+
+
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Show a run's progress and its Pareto front (reads the storage; safe while the run is going)."""
+    from evomerge.study.display import front_table
+    from evomerge.study.study import Study
+
+    study = Study.open(run_dir, runner=None)
+    summary = study.summary()
+    budget = study.config.budget.evaluations
+    out.print(f"{summary.n_trials} trials{f' of {budget}' if budget else ''}, {summary.n_failed} failed; "
+              f"best score {summary.best_score} (trial {summary.best_number})")
+    out.print(front_table(study, summary))
+
+
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo writes its models.")] = Path("runs/demo"),
@@ -167,6 +228,11 @@ _mount_optional_subapps()
 
 
 def main() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Could not import matplotlib")  # pycma's optional plotting
+    logging.getLogger("optuna").setLevel(logging.WARNING)
     try:
         app()
     except EvomergeError as exc:

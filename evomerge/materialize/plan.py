@@ -266,6 +266,9 @@ def _first(tensor_name: str, t: float, chain: Sequence[Parameters | None], key: 
 
 def plan_merge(recipe: Recipe, indexes: Mapping[str, TensorIndex]) -> MergePlan:
     """Plan ``recipe`` against the tensor indexes of its models (keyed by ``model_key``)."""
+    if recipe.layer_path:
+        raise ConfigError("a data-flow recipe (layer_path) is not a per-tensor merge: materialize it with "
+                          "evomerge.materialize.dataflow (fold to disk, or a routed model)")
     missing = [m for m in map(model_key, recipe.referenced_models()) if m not in indexes]
     if missing:
         raise ConfigError(f"no index for model(s): {', '.join(missing)}")

@@ -65,12 +65,20 @@ def merge_to_disk(
 ) -> MergeReport:
     """Materialize ``recipe`` into a Hugging Face folder at ``out_dir``.
 
+    A data-flow recipe (``layer_path``) is folded into a plain checkpoint with
+    duplicated layers and its input scales folded into the residual writes.
+
     NaN/inf are caught where they matter: every merged tensor is checked (one
     fast reduction); when one is not finite, its sources are scanned so the
     error names the source tensor and file at fault (``check_sources_finite``).
 
     ``on_tensor(done, total, name)`` is called after each tensor (for progress bars).
     """
+    if recipe.layer_path:
+        from evomerge.materialize.dataflow import fold_layer_path_to_disk
+
+        return fold_layer_path_to_disk(recipe, out_dir, overwrite=overwrite, max_shard_bytes=max_shard_bytes,
+                                       device=device, on_tensor=on_tensor)
     started = time.perf_counter()
     out_dir = Path(out_dir)
     with ExitStack() as stack:

@@ -194,6 +194,8 @@ class Recipe(_Strict):
                 seen[src.model] = None
             if sl.base_model:
                 seen[sl.base_model] = None
+        for hop in self.layer_path or []:
+            seen[hop.model] = None
         return list(seen)
 
     def group_for(self, name: str, layer: int | None) -> GroupOverride | None:

@@ -36,6 +36,12 @@ def interpolate(values: Sequence[float], t: float) -> float:
     if len(values) == 1:
         return float(values[0])
     scaled = t * (len(values) - 1)
+    nearest = round(scaled)
+    if abs(scaled - nearest) < 1e-9:
+        # layer i of n has t = i/(n-1), and (i/(n-1))*(n-1) is not always exactly i in floating
+        # point (24 layers: layer 13 -> 12.999999999999998); a list of one value per layer must
+        # give each layer exactly its value, not a 1e-15 blend that can move int(density * n).
+        return float(values[nearest])
     i0 = int(scaled)
     i1 = min(len(values) - 1, i0 + 1)
     frac = scaled - i0

@@ -1,0 +1,119 @@
+"""What one Ray actor runs: an EvalWorker over resident sources, or a function target.
+
+Kept free of Ray decorators so it can be read and tested as a plain class; the
+runner wraps it with ``ray.remote``. Errors we raise on purpose while starting
+(a source that does not fit, a GPU that is not there) are kept and reported by
+``info()`` instead of killing the actor, so the driver re-raises them with
+their own type and message rather than as a Ray creation traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from evomerge.errors import ConfigError, EvomergeError
+from evomerge.exec.base import Candidate, EvalResult
+
+
+@dataclass
+class WorkerSpec:
+    """Everything an actor needs to build its worker (sent once, at creation and at every restart)."""
+
+    base: str | None = None
+    models: Sequence[str] = ()
+    tasks: Sequence[Any] = ()
+    target: str | Callable | None = None
+    storage_dtype: str = "float32"
+    gpus: float = 0.0
+    threads: int = 1
+    memory_budget_bytes: int | None = None  # cap on what the size check may assume is free
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EvalActor:
+    """One evaluation slot. ``shared``: ``[ObjectRef]`` of packed sources on the node's object store, or None."""
+
+    def __init__(self, spec: WorkerSpec, name: str, shared: list | None = None) -> None:
+        import ray
+
+        self.name = name
+        self.error: tuple[str, str] | None = None
+        ctx = ray.get_runtime_context()
+        self.node_id = ctx.get_node_id()
+        self.node_ip = ray.util.get_node_ip_address()
+        self.device = "cuda" if spec.gpus > 0 else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES: cuda is ours
+        self.resident_bytes = 0
+        self.shared = False
+        self._function: Callable[[Candidate], EvalResult] | None = None
+        self._worker: Any = None
+        try:
+            self._build(spec, shared)
+        except EvomergeError as exc:
+            self.error = (type(exc).__name__, str(exc))
+
+    def _build(self, spec: WorkerSpec, shared: list | None) -> None:
+        if spec.target is not None:  # no torch import: a function actor starts (and restarts) in a fraction
+            from evomerge.exec.function import FunctionRunner
+
+            runner = FunctionRunner(spec.target)
+            self._function = lambda c: next(iter(runner.evaluate([c])))
+            return
+        import ray
+        import torch
+
+        from evomerge.exec.shared_sources import (
+            DTYPES,
+            check_fits,
+            device_available_bytes,
+            resident_sizes,
+            source_paths,
+            unpack,
+        )
+        from evomerge.exec.worker import EvalWorker
+
+        torch.set_num_threads(max(1, spec.threads))
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"worker {self.name} was given a GPU by Ray but torch sees no CUDA device "
+                              f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES="
+                              f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); install a CUDA build of torch")
+        sizes = resident_sizes(spec.base, list(spec.models), spec.storage_dtype)
+        available = device_available_bytes(device)
+        if spec.memory_budget_bytes is not None:
+            available = min(available, spec.memory_budget_bytes)
+        views = shared is not None and device.type == "cpu"
+        check_fits(sizes, available, self.device, sources_resident=not views)
+        resident = None
+        if shared is not None:
+            try:
+                state = ray.get(shared[0])
+            except ray.exceptions.RayTaskError as exc:  # reading the sources failed: report that error itself
+                if isinstance(exc.cause, EvomergeError):
+                    raise exc.cause from None
+                raise
+            resident = unpack(state, source_paths(spec.base, list(spec.models)), device)
+            self.shared = views
+        self._worker = EvalWorker(spec.base, list(spec.models), list(spec.tasks), device=self.device,
+                                  storage_dtype=DTYPES[spec.storage_dtype], name=self.name, threads=spec.threads,
+                                  resident=resident)
+        self.resident_bytes = int(self._worker.resident.nbytes)
+
+    def info(self) -> dict[str, Any]:
+        """Who and where this worker is, how much memory it holds, and any error it met while starting."""
+        from evomerge.exec.shared_sources import process_memory
+
+        return {"name": self.name, "pid": os.getpid(), "node_id": self.node_id, "node_ip": self.node_ip,
+                "device": self.device, "memory": process_memory(), "resident_bytes": self.resident_bytes,
+                "shared_sources": self.shared, "error": self.error}
+
+    def evaluate(self, candidate: Candidate) -> EvalResult:
+        if self.error is not None:
+            return EvalResult(key=candidate.key, status="failed", worker=self.name,
+                              error=f"worker {self.name} could not start: {self.error[0]}: {self.error[1]}")
+        result = self._function(candidate) if self._function is not None else self._worker.evaluate(candidate)
+        result.worker = self.name
+        result.details.update({"node_id": self.node_id, "node_ip": self.node_ip, "pid": os.getpid()})
+        return result

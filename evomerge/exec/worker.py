@@ -1,0 +1,78 @@
+"""The evaluation worker: sources resident once, one model instance, candidates merged in place.
+
+Both runners use it: the local runner holds one in-process, the Ray runner one
+per actor. Per candidate it writes the recipe's weights into its model (the
+in-place materializer; no disk I/O, no model construction), or, for a
+data-flow recipe, routes through the resident source layers, then runs every
+fitness task. Any exception becomes a failed EvalResult with its traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evomerge.exec.base import Candidate, EvalResult
+from evomerge.fitness import FitnessTask, evaluate_all
+from evomerge.materialize.inplace import ResidentSources, materialize_into
+from evomerge.models import load_model
+
+
+class EvalWorker:
+    """Holds ``sources`` (base + task vectors) and one model on ``device``; scores candidates."""
+
+    def __init__(self, base: str | None, models: Sequence[str], tasks: Sequence[FitnessTask], *,
+                 device: str = "cpu", storage_dtype: torch.dtype = torch.float32, name: str = "local",
+                 threads: int | None = None, resident: ResidentSources | None = None) -> None:
+        """``resident``: sources already held elsewhere (e.g. shared by a Ray node's workers); else read here."""
+        if threads:
+            torch.set_num_threads(threads)
+        self.name = name
+        self.device = torch.device(device)
+        self.tasks = list(tasks)
+        self.base = base
+        self.models = list(models)
+        self.resident = resident if resident is not None else ResidentSources.from_paths(
+            list(models), base, device=device, storage_dtype=storage_dtype)
+        template = base or models[0]
+        self.model, self.tokenizer = load_model(Path(template), device=device)
+        self._routed_cache: dict[str, Any] = {}
+
+    def _model_for(self, candidate: Candidate) -> Any:
+        recipe = candidate.recipe
+        if recipe.layer_path:
+            from evomerge.materialize.dataflow import routed_model_for
+
+            return routed_model_for(recipe, self)
+        materialize_into(self.model, recipe, self.resident)
+        return self.model
+
+    def evaluate(self, candidate: Candidate) -> EvalResult:
+        t0 = time.perf_counter()
+        try:
+            model = self._model_for(candidate)
+            t1 = time.perf_counter()
+            with torch.inference_mode():
+                results = evaluate_all(self.tasks, model, self.tokenizer, split=candidate.split)
+            t2 = time.perf_counter()
+        except Exception:
+            return EvalResult(key=candidate.key, status="failed", error=traceback.format_exc(), worker=self.name,
+                              merge_seconds=time.perf_counter() - t0)
+        objectives: dict[str, float] = {}
+        per_example: dict[str, list[float]] = {}
+        for task in self.tasks:
+            res = results[task.name]
+            objectives.update(res.objectives)
+            per_example[task.name] = res.per_example.tolist()
+        bad = {k: v for k, v in objectives.items() if not math.isfinite(v)}
+        if bad:
+            return EvalResult(key=candidate.key, status="failed", error=f"non-finite objective(s): {bad}",
+                              objectives=objectives, worker=self.name, merge_seconds=t1 - t0, fitness_seconds=t2 - t1)
+        return EvalResult(key=candidate.key, status="ok", objectives=objectives, per_example=per_example,
+                          merge_seconds=t1 - t0, fitness_seconds=t2 - t1, worker=self.name)

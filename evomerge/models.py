@@ -1,0 +1,49 @@
+"""Loading a model folder as the object fitness tasks score: a causal LM or a zoo MLP.
+
+Dispatches on config.json's ``model_type``: evomerge's own small networks
+(the digits MLP) load through their class; everything else through
+transformers' Auto classes, so a 7B checkpoint and a tiny zoo model take the
+same path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evomerge.errors import CheckpointError
+
+
+def model_type(path: str | Path) -> str | None:
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("model_type")
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config}: not valid JSON ({exc})") from None
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, Any]:
+    """(model in eval mode, tokenizer or None) for the folder at ``path``."""
+    from evomerge.zoo.digits import MODEL_TYPE as DIGITS_MODEL_TYPE
+
+    path = Path(path)
+    if model_type(path) == DIGITS_MODEL_TYPE:
+        from evomerge.zoo.digits import DigitsMLP
+
+        model = DigitsMLP.from_pretrained(path)
+        return model.to(device=device, dtype=dtype).eval(), None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    tokenizer = None
+    if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer

@@ -1,0 +1,160 @@
+"""The run config: one YAML file that fully describes a search, validated with errors that name the key.
+
+Relative paths are resolved against the working directory (as mergekit does)
+and stored absolute in the run folder, so ``evomerge resume RUN`` finds the
+same sources wherever it is started from, and a changed config is detected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evomerge.errors import ConfigError
+from evomerge.recipe.model import format_validation_error
+
+Direction = Literal["maximize", "minimize"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourcesConfig(_Strict):
+    """The models a search merges: ``base`` (task vectors are taken against it) and the experts."""
+
+    base: str | None = None
+    models: list[str] = Field(min_length=1)
+
+
+class ObjectiveConfig(_Strict):
+    """One objective: a fitness task YAML, or a named value of a function runner's output."""
+
+    task: str | None = None
+    name: str | None = None
+    direction: Direction | None = None
+    weight: float = 1.0  # in the scalarisation single-objective strategies optimise
+
+    @model_validator(mode="after")
+    def _task_or_name(self) -> ObjectiveConfig:
+        if self.task is None and (self.name is None or self.direction is None):
+            raise ValueError("give 'task' (a fitness task YAML) or both 'name' and 'direction'")
+        return self
+
+
+class StrategyConfig(_Strict):
+    name: str = "cma"
+    options: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int | None = Field(default=None, ge=1)  # asks per round for strategies without a natural batch
+
+
+class BudgetConfig(_Strict):
+    evaluations: int | None = Field(default=None, ge=1)
+    wall_time_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> BudgetConfig:
+        if self.evaluations is None and self.wall_time_s is None:
+            raise ValueError("set 'evaluations' and/or 'wall_time_s'")
+        return self
+
+
+class RunnerConfig(_Strict):
+    type: Literal["local", "function", "ray"] = "local"
+    device: str = "cpu"
+    threads: int | None = Field(default=None, ge=1)
+    target: str | None = None  # function runner: "package.module:function"
+    storage_dtype: Literal["float32", "bfloat16"] = "float32"
+    # ray runner
+    address: str | None = None
+    workers: int = Field(default=1, ge=1)
+    gpus_per_worker: float = Field(default=0, ge=0)
+    cpus_per_worker: float = Field(default=1, gt=0)
+    max_in_flight: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _target(self) -> RunnerConfig:
+        if self.type == "function" and not self.target:
+            raise ValueError("the function runner needs 'target: package.module:function'")
+        return self
+
+
+class BaselineConfig(_Strict):
+    """A recipe reported beside the search's result (a source alone, an untuned merge)."""
+
+    name: str
+    recipe: dict[str, Any]
+
+
+class RunConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    sources: SourcesConfig | None = None
+    space: dict[str, Any] | str
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    objectives: list[ObjectiveConfig] = Field(min_length=1)
+    budget: BudgetConfig
+    seed: int = 0
+    storage: str | None = None  # default: sqlite file in the run folder; any SQLAlchemy URL; or journal:PATH
+    output: str | None = None  # run folder; default runs/NAME
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    test_split: str | None = "test"  # the front (and baselines) are re-evaluated on it at the end
+    reference_point: list[float] | None = None  # hypervolume reference, in objective units
+    baselines: list[BaselineConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.runner.type != "function" and self.sources is None:
+            raise ValueError("'sources' is required unless the runner is a function")
+        if self.reference_point is not None and len(self.reference_point) != len(self.objectives):
+            raise ValueError(f"reference_point has {len(self.reference_point)} values for "
+                             f"{len(self.objectives)} objectives")
+        return self
+
+    def run_dir(self) -> Path:
+        return Path(self.output) if self.output else Path("runs") / self.name
+
+    def resolved(self, base_dir: Path | None = None) -> RunConfig:
+        """Paths made absolute (sources, tasks, space preset, output), so the stored config is self-contained."""
+
+        def absolute(p: str | None) -> str | None:
+            if p is None or "://" in p or p.startswith("journal:"):
+                return p
+            return str(Path(p).expanduser().resolve())
+
+        data = self.model_dump()
+        if self.sources is not None:
+            data["sources"] = {"base": absolute(self.sources.base),
+                               "models": [absolute(m) for m in self.sources.models]}
+        data["objectives"] = [{**o, "task": absolute(o["task"])} for o in data["objectives"]]
+        if isinstance(self.space, str):
+            data["space"] = absolute(self.space)
+        data["output"] = absolute(str(self.run_dir()))
+        if self.storage and self.storage.startswith("journal:"):
+            data["storage"] = "journal:" + str(absolute(self.storage.removeprefix("journal:")))
+        return RunConfig.model_validate(data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: run config not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "<config>") -> RunConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a run config must be a mapping")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: invalid run config\n{format_validation_error(exc)}") from None

@@ -1,0 +1,57 @@
+"""Rich rendering of a study: the live progress line and the front as a table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from evomerge.study.study import Progress as StudyProgress
+from evomerge.study.study import Study, StudySummary
+
+
+@contextmanager
+def live_progress(console: Console, total: int | None) -> Iterator:
+    """Yields an ``on_progress`` callback drawing evaluations done/budget, best so far, evals/min and ETA."""
+    columns = [TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("", total=total, info="")
+
+        def update(p: StudyProgress) -> None:
+            best = "-" if p.best is None else f"{p.best:.4f}"
+            info = f"best {best} · {p.evals_per_min:.1f} evals/min"
+            if p.failed:
+                info += f" · {p.failed} failed"
+            if p.reused:
+                info += f" · {p.reused} restored"
+            bar.update(task, completed=p.done, info=info)
+
+        yield update
+
+
+def front_table(study: Study, summary: StudySummary) -> Table:
+    _, ok = study.archive()
+    by_number = {r.number: r for r in ok}
+    names = [o.name for o in study.objectives]
+    test = summary.test_results.get("trials", {})
+    table = Table(title=f"{study.config.name}: Pareto front ({len(summary.front)} of {summary.n_trials} trials, "
+                        f"hypervolume {summary.hypervolume:.4g} vs reference {summary.reference_point})")
+    table.add_column("trial", justify="right")
+    for n in names:
+        table.add_column(f"{n} (train)", justify="right")
+    table.add_column("score (train)", justify="right")
+    if test:
+        for n in names:
+            table.add_column(f"{n} (test)", justify="right")
+    for number in sorted(summary.front, key=lambda k: -study.score(by_number[k].objectives)):
+        r = by_number[number]
+        row = [str(number), *(f"{r.objectives[n]:.4f}" for n in names), f"{study.score(r.objectives):.4f}"]
+        if test:
+            t = test.get(str(number), {}).get("objectives", {})
+            row += [f"{t[n]:.4f}" if n in t else "-" for n in names]
+        table.add_row(*row)
+    return table

@@ -1,0 +1,345 @@
+"""The Study: ask → evaluate → tell under a budget, every trial recorded, resumable at any moment.
+
+Durability rests on three facts:
+
+1. every finished evaluation is written to the Optuna storage in one call,
+   keyed by the hash of its genome;
+2. the strategy's full state (RNG included) is checkpointed atomically after
+   every tell;
+3. strategies are deterministic given their state.
+
+After a crash (even ``kill -9``) the run reloads the last checkpoint, so the
+strategy asks the very genomes it asked before; those already in storage are
+not evaluated again, their recorded results are told instead. Hence no
+finished evaluation is lost or repeated, and a resumed run produces exactly
+the trials of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evomerge.errors import ConfigError
+from evomerge.exec.base import Candidate, EvalResult, Runner
+from evomerge.study.archive import Archive
+from evomerge.study.box import BoxSpace
+from evomerge.study.checkpoint import atomic_write_bytes, load_pickle, save_pickle
+from evomerge.study.config import RunConfig
+from evomerge.study.objectives import load_objectives, scalarize
+from evomerge.study.record import TrialRecord, TrialStore, genome_key
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "strategy.pkl"
+STORAGE_FILE = "study.db"
+
+
+@dataclass
+class Progress:
+    """What a progress display needs after each recorded evaluation."""
+
+    done: int
+    budget: int | None
+    best: float | None
+    elapsed_s: float
+    wall_budget_s: float | None
+    failed: int
+    last: EvalResult | None = None
+    reused: int = 0
+
+    @property
+    def evals_per_min(self) -> float:
+        return 60 * self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class StudySummary:
+    run_dir: Path
+    n_trials: int
+    n_failed: int
+    best_number: int | None
+    best_score: float | None
+    front: list[int]
+    hypervolume: float
+    reference_point: list[float]
+    test_results: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def build_space(config: RunConfig):
+    """The run's search space: a plain box for function runners, else a preset or inline space config."""
+    space_cfg = config.space
+    if isinstance(space_cfg, dict) and space_cfg.get("kind") == "box":
+        extra = {k: v for k, v in space_cfg.items() if k != "kind"}
+        try:
+            return BoxSpace(**extra)
+        except TypeError as exc:
+            raise ConfigError(f"space: {exc}") from None
+    from evomerge.spaces import Sources, load_space
+    from evomerge.spaces import build_space as build
+
+    assert config.sources is not None
+    cfg = load_space(space_cfg) if isinstance(space_cfg, str) else space_cfg
+    return build(cfg, Sources(base=config.sources.base, models=list(config.sources.models)))
+
+
+def build_runner(config: RunConfig, tasks: list) -> Runner:
+    rc = config.runner
+    if rc.type == "function":
+        from evomerge.exec.function import FunctionRunner
+
+        assert rc.target is not None
+        return FunctionRunner(rc.target)
+    if rc.type == "ray":
+        from evomerge.exec.ray_runner import RayRunner
+
+        return RayRunner.from_config(config, tasks)
+    import torch
+
+    from evomerge.exec.local import LocalRunner
+    from evomerge.exec.worker import EvalWorker
+
+    assert config.sources is not None
+    dtype = torch.float32 if rc.storage_dtype == "float32" else torch.bfloat16
+    return LocalRunner(EvalWorker(config.sources.base, config.sources.models, tasks, device=rc.device,
+                                  storage_dtype=dtype, threads=rc.threads))
+
+
+class Study:
+    """One search run in its folder. ``Study.create`` starts (or continues an identical) run; ``Study.open`` resumes."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, *, runner: Runner | None = None) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.objectives, self.tasks = load_objectives(config)
+        self.space = build_space(config)
+        from evomerge.strategies import Problem, make_strategy
+
+        self.scalarized = len(self.objectives) == 1 or not _is_multi_objective(config.strategy.name)
+        directions = ("maximize",) if self.scalarized else tuple(o.direction for o in self.objectives)
+        self.problem = Problem(lower=self.space.lower, upper=self.space.upper, directions=directions,
+                               x0=self.space.x0(), names=tuple(self.space.names))
+        self.strategy = make_strategy(config.strategy.name, self.problem, seed=config.seed,
+                                      **config.strategy.options)
+        url = config.storage or f"sqlite:///{run_dir / STORAGE_FILE}"
+        self.store = TrialStore(url, config.name, [o.name for o in self.objectives],
+                                [o.direction for o in self.objectives], list(self.space.names),
+                                self.space.lower, self.space.upper)
+        self._runner = runner
+        self._elapsed_before = 0.0
+        self._load_checkpoint()
+
+    # ---- construction ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, config: RunConfig, *, runner: Runner | None = None) -> Study:
+        """Start a run in ``config.run_dir()``; an existing run there continues only if its config is identical."""
+        config = config.resolved()
+        run_dir = config.run_dir()
+        stored = run_dir / CONFIG_FILE
+        if stored.is_file():
+            old = stored.read_text()
+            new = config.to_yaml()
+            if old != new:
+                diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                    f"{stored} (stored)", "new config"))
+                raise ConfigError(f"{run_dir} already holds a run with another config; refusing to mix them. "
+                                  f"Use a new output folder, or `evomerge resume {run_dir}`.\n{diff}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(stored, config.to_yaml().encode())
+        return cls(config, run_dir, runner=runner)
+
+    @classmethod
+    def open(cls, run_dir: str | Path, *, runner: Runner | None = None) -> Study:
+        run_dir = Path(run_dir)
+        stored = run_dir / CONFIG_FILE
+        if not stored.is_file():
+            raise ConfigError(f"{run_dir}: not a run folder (no {CONFIG_FILE}); start one with `evomerge run CONFIG`")
+        return cls(RunConfig.load(stored), run_dir, runner=runner)
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = build_runner(self.config, self.tasks)
+        return self._runner
+
+    # ---- checkpoint -----------------------------------------------------------------------------
+    def _load_checkpoint(self) -> None:
+        path = self.run_dir / CHECKPOINT_FILE
+        if path.is_file():
+            state = load_pickle(path)
+            self.strategy.load_state_dict(state["strategy"])
+            self._elapsed_before = float(state.get("elapsed_s", 0.0))
+
+    def _save_checkpoint(self, elapsed: float) -> None:
+        save_pickle(self.run_dir / CHECKPOINT_FILE, {"strategy": self.strategy.state_dict(), "elapsed_s": elapsed,
+                                                    "version": 1})
+
+    # ---- values -----------------------------------------------------------------------------------
+    def score(self, objectives: dict[str, float]) -> float:
+        return scalarize(objectives, self.objectives)
+
+    def _strategy_value(self, record: TrialRecord) -> list[float] | None:
+        if record.status != "ok":
+            return None
+        if self.scalarized:
+            return [self.score(record.objectives)]
+        return [record.objectives[o.name] for o in self.objectives]
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    def run(self, on_progress: Callable[[Progress], None] | None = None) -> StudySummary:
+        """Search until the budget is spent (or Ctrl-C), then report the front. Safe to call again after a crash."""
+        records = {r.key: r for r in self.store.records() if r.key}
+        budget = self.config.budget
+        started = time.monotonic()
+        stopped_early = False
+        reused = 0
+
+        def elapsed() -> float:
+            return self._elapsed_before + time.monotonic() - started
+
+        def n_done() -> int:
+            return len(records)
+
+        def best() -> float | None:
+            scores = [self.score(r.objectives) for r in records.values() if r.status == "ok"]
+            return max(scores) if scores else None
+
+        def report(last: EvalResult | None) -> None:
+            if on_progress is not None:
+                on_progress(Progress(done=n_done(), budget=budget.evaluations, best=best(), elapsed_s=elapsed(),
+                                     wall_budget_s=budget.wall_time_s, last=last, reused=reused,
+                                     failed=sum(r.status != "ok" for r in records.values())))
+
+        def out_of_budget() -> bool:
+            if budget.evaluations is not None and n_done() >= budget.evaluations:
+                return True
+            return budget.wall_time_s is not None and elapsed() >= budget.wall_time_s
+
+        report(None)
+        try:
+            while not out_of_budget():
+                genomes = self.strategy.ask(self.config.strategy.batch_size if self.strategy.supports_async else None)
+                candidates = [Candidate(key=genome_key(g), recipe=self.space.decode(g), genome=np.asarray(g))
+                              for g in genomes]
+                reused += sum(c.key in records for c in candidates)
+                todo: dict[str, Candidate] = {}
+                for c in candidates:
+                    if c.key not in records and c.key not in todo:
+                        todo[c.key] = c
+                complete = True
+                if budget.evaluations is not None and n_done() + len(todo) > budget.evaluations:
+                    todo = dict(list(todo.items())[: budget.evaluations - n_done()])
+                    complete = False
+                for result in self.runner.evaluate(list(todo.values())):
+                    cand = todo[result.key]
+                    recipe = cand.recipe.to_dict() if cand.recipe is not None else None
+                    number = self.store.add(result, cand.genome, recipe, {"split": "train"})
+                    records[result.key] = TrialRecord(number=number, key=result.key, status=result.status,
+                                                      objectives=result.objectives, genome=cand.genome,
+                                                      recipe=recipe, user_attrs={})
+                    report(result)
+                    if budget.wall_time_s is not None and elapsed() >= budget.wall_time_s:
+                        complete = all(c.key in records for c in candidates)
+                        break
+                if not complete:
+                    break  # the generation is unfinished: no tell, a resume with more budget re-asks it
+                self.strategy.tell(genomes, [self._strategy_value(records[c.key]) for c in candidates])
+                self._save_checkpoint(elapsed())
+        except KeyboardInterrupt:
+            stopped_early = True
+        summary = self.summary(stopped_early=stopped_early)
+        return summary
+
+    # ---- results ----------------------------------------------------------------------------------
+    def archive(self) -> tuple[Archive, list[TrialRecord]]:
+        ok = [r for r in self.store.records() if r.status == "ok"]
+        values = np.array([[r.objectives[o.name] for o in self.objectives] for r in ok], dtype=np.float64)
+        archive = Archive.of([r.number for r in ok], values.reshape(len(ok), len(self.objectives)),
+                             [o.name for o in self.objectives], [o.direction for o in self.objectives],
+                             self.config.reference_point)
+        return archive, ok
+
+    def summary(self, *, stopped_early: bool = False) -> StudySummary:
+        records = self.store.records()
+        archive, ok = self.archive()
+        best = max(ok, key=lambda r: self.score(r.objectives)) if ok else None
+        return StudySummary(run_dir=self.run_dir, n_trials=len(records),
+                            n_failed=sum(r.status != "ok" for r in records),
+                            best_number=best.number if best else None,
+                            best_score=self.score(best.objectives) if best else None,
+                            front=archive.front, hypervolume=archive.hypervolume(),
+                            reference_point=[float(x) for x in archive.reference_point],
+                            test_results=dict(self.store.study.user_attrs.get("test_results", {})),
+                            stopped_early=stopped_early)
+
+    def finalize(self) -> dict[str, Any]:
+        """Re-evaluate the front (and the configured baselines) on the held-out split; write the run's results.
+
+        Results go to the study's user attributes (``test_results``) and to
+        ``front.json`` / ``best_recipe.json`` in the run folder. Idempotent: a
+        front already evaluated is not evaluated again.
+        """
+        from evomerge.recipe.model import Recipe
+
+        archive, ok = self.archive()
+        by_number = {r.number: r for r in ok}
+        previous = dict(self.store.study.user_attrs.get("test_results", {}))
+        split = self.config.test_split
+        results: dict[str, Any] = {"split": split, "trials": dict(previous.get("trials", {})),
+                                   "baselines": dict(previous.get("baselines", {}))}
+        if split is not None and self.tasks:
+            todo = [n for n in archive.front if str(n) not in results["trials"] and by_number[n].recipe]
+            cands = [Candidate(key=f"trial:{n}", recipe=Recipe.model_validate(by_number[n].recipe), split=split)
+                     for n in todo]
+            for b in self.config.baselines:
+                for sp in dict.fromkeys(("train", split)):
+                    if sp not in results["baselines"].get(b.name, {}):
+                        cands.append(Candidate(key=f"baseline:{b.name}:{sp}", split=sp,
+                                               recipe=Recipe.from_dict(b.recipe, source=f"baselines[{b.name}]")))
+            for res in self.runner.evaluate(cands):
+                kind, _, rest = res.key.partition(":")
+                entry = {"status": res.status, "objectives": res.objectives,
+                         "score": self.score(res.objectives) if res.ok else None, "error": res.error}
+                if kind == "trial":
+                    results["trials"][rest] = entry
+                else:
+                    name, _, sp = rest.rpartition(":")
+                    results["baselines"].setdefault(name, {})[sp] = entry
+            self.store.study.set_user_attr("test_results", results)
+        front = []
+        for n in archive.front:
+            r = by_number[n]
+            front.append({"trial": n, "objectives": r.objectives, "score": self.score(r.objectives),
+                          "test": results["trials"].get(str(n)), "recipe": r.recipe,
+                          "genome": None if r.genome is None else [float(x) for x in r.genome]})
+        doc = {"objectives": [o.__dict__ for o in self.objectives], "hypervolume": archive.hypervolume(),
+               "reference_point": [float(x) for x in archive.reference_point], "front": front,
+               "best_per_objective": archive.best_per_objective(), "baselines": results["baselines"]}
+        atomic_write_bytes(self.run_dir / "front.json", json.dumps(doc, indent=2).encode())
+        if ok:
+            best = max(ok, key=lambda r: self.score(r.objectives))
+            if best.recipe is not None:
+                atomic_write_bytes(self.run_dir / "best_recipe.json", json.dumps(best.recipe, indent=2).encode())
+        return results
+
+    def record(self, number: int) -> TrialRecord:
+        for r in self.store.records():
+            if r.number == number:
+                return r
+        raise ConfigError(f"{self.run_dir}: no trial number {number}")
+
+
+def _is_multi_objective(strategy_name: str) -> bool:
+    from evomerge.strategies import STRATEGIES
+
+    cls = STRATEGIES.get(strategy_name)
+    if cls is None:
+        raise ConfigError(f"strategy.name: unknown strategy '{strategy_name}' (known: {', '.join(sorted(STRATEGIES))})")
+    return bool(cls.multi_objective)
