@@ -1,0 +1,67 @@
+"""Search strategies: ask/tell optimisers over a box of genomes (see ``base`` for the contract).
+
+``make_strategy(name, problem, seed=..., **options)`` builds one from the registry:
+``cma``, ``sep-cma`` (arXiv 2403.13187 defaults), ``nsga2``, ``nsga3``, ``tpe``, ``gp`` (Optuna
+samplers) and ``random``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from evomerge.errors import ConfigError
+from evomerge.strategies.base import Evaluated, Genome, Problem, Strategy, StrategyError, default_popsize, genome_key
+from evomerge.strategies.cmaes import CMAStrategy, SepCMAStrategy
+from evomerge.strategies.optuna_based import GPStrategy, NSGAIIIStrategy, NSGAIIStrategy, OptunaStrategy, TPEStrategy
+from evomerge.strategies.random_search import RandomStrategy
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Add a Strategy class to the registry under ``cls.name`` (duplicate names are refused)."""
+    if cls.name in STRATEGIES:
+        other = STRATEGIES[cls.name].__name__
+        raise ConfigError(f"strategy name {cls.name!r} is registered twice ({other}, {cls.__name__})")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+for _cls in (CMAStrategy, SepCMAStrategy, NSGAIIStrategy, NSGAIIIStrategy, TPEStrategy, GPStrategy, RandomStrategy):
+    register(_cls)
+
+
+def make_strategy(name: str, problem: Problem, *, seed: int, **options: Any) -> Strategy:
+    """Build the strategy registered as ``name``; unknown names or options raise ``ConfigError``."""
+    cls = STRATEGIES.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
+    params = inspect.signature(cls.__init__).parameters
+    allowed = [p for p in params if p not in ("self", "problem", "seed")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"strategy {name!r} has no option(s) {unknown}; its options are {allowed}")
+    return cls(problem, seed=seed, **options)
+
+
+__all__ = [
+    "STRATEGIES",
+    "CMAStrategy",
+    "Evaluated",
+    "GPStrategy",
+    "Genome",
+    "NSGAIIIStrategy",
+    "NSGAIIStrategy",
+    "OptunaStrategy",
+    "Problem",
+    "RandomStrategy",
+    "SepCMAStrategy",
+    "Strategy",
+    "StrategyError",
+    "TPEStrategy",
+    "default_popsize",
+    "genome_key",
+    "make_strategy",
+    "register",
+]
