@@ -1,70 +1,81 @@
-"""`evomerge demo`: the main job of the README, runnable on a fresh machine in seconds.
+"""`evomerge demo`: the README's main job — a real search on the tiny zoo, end to end, in minutes.
 
-Until the search lands, the demo builds a tiny Llama family (a base and three
-experts), merges it with every mergekit-compatible method through the same
-streaming path as `evomerge merge`, reloads each merge with plain
-transformers and reports how far its logits sit from the sources.
+Runs ``configs/demo.yaml``: DARE-TIES over (weight, density) per source with
+CMA-ES on the tinylm zoo (math in language A, QA in language B, list
+reversal), maximising the mean accuracy of the three skills on their training
+splits; then re-scores the best recipe and the baselines (each source, untuned
+merges) on the held-out test split and prints them side by side.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
-from evomerge.materialize.streaming import merge_to_disk
-from evomerge.recipe.model import Recipe
-from evomerge.testing import tiny_llama_family
-
-DEMO_METHODS: dict[str, dict] = {
-    "linear": {"parameters": {"weight": 1.0}},
-    "task_arithmetic": {"parameters": {"weight": 0.5}},
-    "ties": {"parameters": {"weight": 1.0, "density": 0.5}},
-    "dare_ties": {"parameters": {"weight": 1.0, "density": 0.5}},
-    "breadcrumbs_ties": {"parameters": {"weight": 1.0, "density": 0.8, "gamma": 0.05}},
-    "della": {"parameters": {"weight": 1.0, "density": 0.5, "epsilon": 0.1}},
-    "model_stock": {"parameters": {}},
-}
+from evomerge.errors import ConfigError
+from evomerge.study.config import RunConfig
+from evomerge.study.display import live_progress
+from evomerge.study.study import Study
 
 
-def _logits(folder: Path, ids: torch.Tensor) -> torch.Tensor:
-    from transformers import AutoModelForCausalLM
+def demo_table(study: Study, results: dict) -> Table:
+    """Test-split scores of the baselines and the searched recipe, one row each."""
+    optimised = [o for o in study.objectives if o.weight != 0]
+    tracked = [o for o in study.objectives if o.weight == 0]
+    split = results.get("split", "test")
+    table = Table(title=f"{study.config.name}: scores on the {split} split "
+                        f"(objective: mean of {', '.join(o.name for o in optimised)})")
+    table.add_column("model")
+    for o in optimised:
+        table.add_column(o.name, justify="right")
+    table.add_column("mean (objective)", justify="right", style="bold")
+    for o in tracked:
+        table.add_column(f"{o.name} (tracked)", justify="right")
+    table.add_column("mean on train", justify="right")
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    with torch.no_grad():
-        return model(ids).logits
+    def row(name: str, test: dict | None, train_score: float | None, style: str | None = None) -> None:
+        if not test or test.get("status") != "ok":
+            table.add_row(name, *["failed"] * (len(optimised) + len(tracked) + 1), "-", style=style)
+            return
+        obj = test["objectives"]
+        table.add_row(name, *(f"{obj[o.name]:.3f}" for o in optimised), f"{study.score(obj):.3f}",
+                      *(f"{obj[o.name]:.3f}" for o in tracked),
+                      "-" if train_score is None else f"{train_score:.3f}", style=style)
+
+    for name, entry in results.get("baselines", {}).items():
+        train = entry.get("train")
+        row(name, entry.get(split), train.get("score") if train else None)
+    summary = study.summary()
+    if summary.best_number is not None:
+        test = results.get("trials", {}).get(str(summary.best_number))
+        row(f"searched: trial {summary.best_number}", test, summary.best_score, style="green")
+    return table
 
 
-def run_demo(workdir: Path, console: Console) -> None:
-    from transformers.utils import logging as hf_logging
+def run_demo(config_path: Path, console: Console, err: Console, *, fresh: bool = False) -> None:
+    if not config_path.is_file():
+        raise ConfigError(f"{config_path}: demo config not found; run `evomerge demo` from the repository root "
+                          "(or pass --config)")
+    config = RunConfig.load(config_path)
+    if fresh and config.run_dir().exists():
+        shutil.rmtree(config.run_dir())
+    study = Study.create(config)
+    with live_progress(err, config.budget.evaluations) as on_progress:
+        summary = study.run(on_progress=on_progress)
+    if summary.stopped_early:
+        err.print(f"[yellow]stopped[/]: resume with `evomerge resume {study.run_dir}`")
+        return
+    err.print("re-scoring the best recipe and the baselines on the test split ...")
+    results = study.finalize()
+    console.print(demo_table(study, results))
+    sizes = {t.name: _n_examples(t, results.get("split", "test")) for t in study.tasks}
+    console.print(f"test examples per task: {sizes}; best recipe: {study.run_dir / 'best_recipe.json'}; "
+                  f"front: {study.run_dir / 'front.json'}; storage: {study.run_dir / 'study.db'}")
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    workdir = Path(workdir)
-    zoo = workdir / "zoo"
-    if not (zoo / "base" / "config.json").is_file() or not (zoo / "expert2" / "config.json").is_file():
-        console.print(f"building a tiny Llama family in {zoo}")
-        tiny_llama_family(zoo, n_experts=3)
-    base, experts = zoo / "base", [zoo / f"expert{k}" for k in range(3)]
-    ids = torch.arange(16).reshape(1, 16) % 64
-    ref = {p.name: _logits(p, ids) for p in (base, *experts)}
-    table = Table("method", "seconds", "|Δ logits| to base", "to nearest expert", title="tiny Llama merges")
-    for method, extra in DEMO_METHODS.items():
-        recipe = Recipe.model_validate({
-            "models": [{"model": str(e)} for e in experts],
-            "base_model": None if method == "linear" else str(base),
-            "merge_method": method,
-            "dtype": "float32",
-            "seed": 0,
-            **extra,
-        })
-        out_dir = workdir / "merges" / method
-        report = merge_to_disk(recipe, out_dir, overwrite=True)
-        logits = _logits(out_dir, ids)
-        to_base = (logits - ref["base"]).abs().mean().item()
-        to_expert = min((logits - ref[e.name]).abs().mean().item() for e in experts)
-        table.add_row(method, f"{report.seconds:.2f}", f"{to_base:.4f}", f"{to_expert:.4f}")
-    console.print(table)
-    console.print(f"merged models are in {workdir / 'merges'}; each loads with AutoModelForCausalLM")
+
+def _n_examples(task, split: str) -> int | str:
+    examples = getattr(task, "examples", None)
+    return len(examples[split]) if isinstance(examples, dict) and split in examples else "?"
