@@ -51,8 +51,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=60)
     ap.add_argument("--checkpoints", default="10,20,40,60")
+    ap.add_argument("--method", default="ties", help="merge method of the PS space (ties: weight and density "
+                                                      "per expert; task_arithmetic: weight per expert)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     marks = [int(x) for x in args.checkpoints.split(",") if int(x) <= args.budget]
     task = load_task(TASK)
     worker = EvalWorker(str(ZOO / "init"), [str(ZOO / "expert_0_4"), str(ZOO / "expert_5_9")], [task])
@@ -79,7 +84,7 @@ def main() -> None:
                     "name": f"{strategy}-{seed}", "output": f"{tmp}/{strategy}-{seed}",
                     "sources": {"base": str(ZOO / "init"), "models": [str(ZOO / "expert_0_4"),
                                                                       str(ZOO / "expert_5_9")]},
-                    "space": {"kind": "ps", "method": "ties", "ranges": {"weight": [0.0, 2.0]}},
+                    "space": {"kind": "ps", "method": args.method, "ranges": {"weight": [0.0, 2.0]}},
                     "strategy": {"name": strategy, "batch_size": 4}, "objectives": [{"task": str(TASK)}],
                     "budget": {"evaluations": args.budget}, "seed": seed,
                 })
@@ -106,7 +111,7 @@ def main() -> None:
     for strategy, mean, std, sec in rows:
         cells = " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in zip(mean, std, strict=True))
         print(f"| {strategy} | {cells} | {sec:.1f} |")
-    print(f"\n({args.seeds} seeds; TIES over (weight, density) of two experts; objective: train accuracy on all "
+    print(f"\n({args.seeds} seeds; {args.method} over the PS space of two experts; objective: train accuracy on all "
           f"digits; reported: test accuracy of the best-so-far trial)")
 
 
