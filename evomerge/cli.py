@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from evomerge.errors import EvomergeError
+from evomerge.errors import ConfigError, EvomergeError
 
 app = typer.Typer(
     name="evomerge",
@@ -146,13 +146,20 @@ def methods() -> None:
     out.print(table)
 
 
-def _search(study_factory, finalize: bool) -> None:
+def _search(config, run_dir: Path | None, finalize: bool) -> None:
+    """Run or resume (``run_dir``) a search, one- or two-stage, with a live progress display."""
     from evomerge.study.display import front_table, live_progress
+    from evomerge.study.stages import is_two_stage, run_two_stages
+    from evomerge.study.study import Study
 
-    study = study_factory()
-    total = study.config.budget.evaluations
-    with live_progress(console, total) as on_progress:
-        summary = study.run(on_progress=on_progress)
+    if is_two_stage(config):
+        total = config.budget.evaluations and config.budget.evaluations // 2
+        with live_progress(console, total) as on_progress:
+            study, summary = run_two_stages(config, on_progress, on_stage=lambda msg: console.print(msg))
+    else:
+        study = Study.open(run_dir) if run_dir is not None else Study.create(config)
+        with live_progress(console, config.budget.evaluations) as on_progress:
+            summary = study.run(on_progress=on_progress)
     if summary.stopped_early:
         console.print(f"[yellow]stopped[/]: {summary.n_trials} trials are recorded; continue with "
                       f"`evomerge resume {study.run_dir}`")
@@ -176,10 +183,8 @@ def run(
     config is refused with a diff (use a new `output`).
     """
     from evomerge.study.config import RunConfig
-    from evomerge.study.study import Study
 
-    cfg = RunConfig.load(config)
-    _search(lambda: Study.create(cfg), test)
+    _search(RunConfig.load(config), None, test)
 
 
 @app.command()
@@ -188,9 +193,13 @@ def resume(
     test: Annotated[bool, typer.Option(help="Re-evaluate the front on the test split at the end.")] = True,
 ) -> None:
     """Continue a stopped or crashed run exactly where its records end (no evaluation lost or repeated)."""
-    from evomerge.study.study import Study
+    from evomerge.study.config import RunConfig
+    from evomerge.study.study import CONFIG_FILE
 
-    _search(lambda: Study.open(run_dir), test)
+    stored = run_dir / CONFIG_FILE
+    if not stored.is_file():
+        raise ConfigError(f"{run_dir}: not a run folder (no {CONFIG_FILE}); start one with `evomerge run CONFIG`")
+    _search(RunConfig.load(stored), run_dir, test)
 
 
 @app.command()
@@ -220,6 +229,64 @@ def demo(
     from evomerge.demo import run_demo
 
     run_demo(config, out, console, fresh=fresh)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (made by `evomerge run` or `evomerge serve`).")],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write one folder per trial plus front.csv/front.json.")],
+    front: Annotated[bool, typer.Option("--front", help="Export every Pareto-front member (the default).")] = False,
+    trial: Annotated[list[int] | None, typer.Option("--trial", "-t", help="Export this trial (repeatable).")] = None,
+    checkpoints: Annotated[bool, typer.Option("--checkpoints", help="Also write each merged model (model/).")]
+    = False,
+    device: Annotated[str, typer.Option(help="Where to merge checkpoints: cpu, cuda ...")] = "cpu",
+    overwrite: Annotated[bool, typer.Option(help="Replace existing merged model folders.")] = False,
+) -> None:
+    """Export recipes, mergekit YAMLs, model cards (and merged checkpoints) of a run's front or chosen trials."""
+    from evomerge.export import export_run
+
+    if front and trial:
+        raise typer.BadParameter("give --front or --trial N, not both")
+    report = export_run(run_dir, out_dir, trials=list(trial) if trial else None, checkpoints=checkpoints,
+                        device=device, overwrite=overwrite)
+    for t in report.trials:
+        extra = ("mergekit.yml" if t.mergekit else "MERGEKIT.txt") + (", model/" if t.checkpoint else "")
+        out.print(f"trial {t.number}: {t.folder} (recipe.json, README.md, {extra})")
+    out.print(f"front index: {report.out_dir / 'front.csv'}, {report.out_dir / 'front.json'}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default RUN/report).")] = None,
+    png: Annotated[bool, typer.Option(help="Also write PNG figures (matplotlib).")] = True,
+) -> None:
+    """Write an offline HTML report (front, convergence, per-objective scores) and PNG figures of a run."""
+    from evomerge.report import write_report
+
+    files = write_report(run_dir, out_dir, png=png)
+    out.print(f"report: {files.html}")
+    for p in files.pngs:
+        out.print(f"figure: {p}")
+    out.print(f"browse the storage live: optuna-dashboard sqlite:///{Path(run_dir) / 'study.db'}")
+
+
+@app.command("serve")
+def serve_cmd(
+    storage: Annotated[Path, typer.Option(help="Storage root: one folder per study.")] = Path("runs/server"),
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
+    token: Annotated[str | None, typer.Option(envvar="EVOMERGE_TOKEN", help="Bearer token clients must send.")]
+    = None,
+    models_root: Annotated[Path | None, typer.Option(help="Allow reading source checkpoints under this folder.")]
+    = None,
+    max_body_bytes: Annotated[str, typer.Option(help="Largest request body, e.g. 1MB.")] = "1MB",
+) -> None:
+    """Serve the ask/tell API: clients create studies, ask candidate recipes, score them anywhere, tell scores."""
+    from evomerge.server import serve
+
+    out.print(f"evomerge API on http://{host}:{port} (OpenAPI: /docs), studies under {storage}")
+    serve(storage, host=host, port=port, token=token, models_root=models_root, max_body_bytes=_size(max_body_bytes))
 
 
 def _mount_optional_subapps() -> None:

@@ -63,7 +63,8 @@ class BudgetConfig(_Strict):
 
 
 class RunnerConfig(_Strict):
-    type: Literal["local", "function", "ray"] = "local"
+    # remote: scored by clients of `evomerge serve` (ask/tell over HTTP); the study has no runner of its own
+    type: Literal["local", "function", "ray", "remote"] = "local"
     device: str = "cpu"
     threads: int | None = Field(default=None, ge=1)
     target: str | None = None  # function runner: "package.module:function"
@@ -106,8 +107,8 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        if self.runner.type != "function" and self.sources is None:
-            raise ValueError("'sources' is required unless the runner is a function")
+        if self.runner.type not in ("function", "remote") and self.sources is None:
+            raise ValueError("'sources' is required unless the runner is a function (or remote)")
         if self.reference_point is not None and len(self.reference_point) != len(self.objectives):
             raise ValueError(f"reference_point has {len(self.reference_point)} values for "
                              f"{len(self.objectives)} objectives")

@@ -91,6 +91,51 @@ class TrialStore:
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
         return [_record_of(t) for t in trials]
 
+    def running(self) -> list[TrialRecord]:
+        """Trials handed out by ``begin`` and not finished yet (remote scoring: asked, not told)."""
+        return [_record_of(t) for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+
+    def _params(self, genome: np.ndarray | None) -> tuple[dict[str, float], dict[str, FloatDistribution]]:
+        params, dists = {}, {}
+        if genome is not None and len(genome) <= MAX_PARAMS and len(genome) == len(self.dim_names):
+            for name, value in zip(self.dim_names, genome, strict=True):
+                dist = self._dists[name]
+                params[name] = float(min(max(value, dist.low), dist.high))
+                dists[name] = dist
+        return params, dists
+
+    def begin(self, key: str, genome: np.ndarray | None, recipe: dict | None, extra: dict[str, Any]) -> int:
+        """Record an asked, not yet scored trial (state RUNNING), so a remote ask survives a restart."""
+        attrs: dict[str, Any] = {"key": key, "status": "running", **extra}
+        if genome is not None:
+            attrs["genome"] = [float(x) for x in genome]
+        if recipe is not None:
+            attrs["recipe"] = recipe
+        params, dists = self._params(genome)
+        template = optuna.trial.create_trial(state=TrialState.RUNNING, params=params, distributions=dists,
+                                             user_attrs=json.loads(json.dumps(attrs)))
+        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
+        self._count += 1
+        return self.storage.get_trial_number_from_id(trial_id)
+
+    def finish(self, number: int, result: EvalResult, extra: dict[str, Any]) -> bool:
+        """Finish a ``begin``-recorded trial; the state is written last, so a crash leaves it running (retellable).
+
+        Returns whether it counts as complete (ok and every objective present).
+        """
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        attrs: dict[str, Any] = {"status": result.status, "objectives": result.objectives,
+                                 "per_example": result.per_example, "merge_seconds": result.merge_seconds,
+                                 "fitness_seconds": result.fitness_seconds, "worker": result.worker, **extra}
+        if result.error:
+            attrs["error"] = result.error[-20000:]
+        for k, v in json.loads(json.dumps(attrs)).items():
+            self.storage.set_trial_user_attr(trial_id, k, v)
+        ok = result.ok and all(n in result.objectives for n in self.objective_names)
+        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE if ok else TrialState.FAIL,
+                                            [result.objectives[n] for n in self.objective_names] if ok else None)
+        return ok
+
     def add(self, result: EvalResult, genome: np.ndarray | None, recipe: dict | None, extra: dict[str, Any]) -> int:
         """Record one finished evaluation; returns its trial number."""
         attrs: dict[str, Any] = {
@@ -109,12 +154,7 @@ class TrialStore:
             attrs["recipe"] = recipe
         if result.error:
             attrs["error"] = result.error[-20000:]
-        params, dists = {}, {}
-        if genome is not None and len(genome) <= MAX_PARAMS and len(genome) == len(self.dim_names):
-            for name, value in zip(self.dim_names, genome, strict=True):
-                dist = self._dists[name]
-                params[name] = float(min(max(value, dist.low), dist.high))
-                dists[name] = dist
+        params, dists = self._params(genome)
         ok = result.ok and all(n in result.objectives for n in self.objective_names)
         trial = optuna.trial.create_trial(
             state=TrialState.COMPLETE if ok else TrialState.FAIL,

@@ -97,6 +97,9 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
 
         assert rc.target is not None
         return FunctionRunner(rc.target)
+    if rc.type == "remote":
+        raise ConfigError(f"study '{config.name}' is scored by clients of `evomerge serve` (runner: remote); "
+                          "it has no runner to evaluate candidates here")
     if rc.type == "ray":
         from evomerge.exec.ray_runner import RayRunner
 
@@ -112,14 +115,33 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
                                   storage_dtype=dtype, threads=rc.threads))
 
 
+def claim_run_dir(config: RunConfig) -> Path:
+    """The run folder of a resolved ``config``, holding that config; a folder with another config is refused."""
+    run_dir = config.run_dir()
+    stored = run_dir / CONFIG_FILE
+    new = config.to_yaml()
+    if stored.is_file():
+        old = stored.read_text()
+        if old != new:
+            diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                f"{stored} (stored)", "new config"))
+            raise ConfigError(f"{run_dir} already holds a run with another config; refusing to mix them. "
+                              f"Use a new output folder, or `evomerge resume {run_dir}`.\n{diff}")
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(stored, new.encode())
+    return run_dir
+
+
 class Study:
     """One search run in its folder. ``Study.create`` starts (or continues an identical) run; ``Study.open`` resumes."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, *, runner: Runner | None = None) -> None:
+    def __init__(self, config: RunConfig, run_dir: Path, *, runner: Runner | None = None, space=None) -> None:
         self.config = config
         self.run_dir = run_dir
         self.objectives, self.tasks = load_objectives(config)
-        self.space = build_space(config)
+        # ``space``: a prebuilt space (the HTTP server builds PS spaces over model *names*, reading no checkpoint)
+        self.space = space if space is not None else build_space(config)
         from evomerge.strategies import Problem, make_strategy
 
         self.scalarized = len(self.objectives) == 1 or not _is_multi_objective(config.strategy.name)
@@ -141,27 +163,15 @@ class Study:
     def create(cls, config: RunConfig, *, runner: Runner | None = None) -> Study:
         """Start a run in ``config.run_dir()``; an existing run there continues only if its config is identical."""
         config = config.resolved()
-        run_dir = config.run_dir()
-        stored = run_dir / CONFIG_FILE
-        if stored.is_file():
-            old = stored.read_text()
-            new = config.to_yaml()
-            if old != new:
-                diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
-                                                    f"{stored} (stored)", "new config"))
-                raise ConfigError(f"{run_dir} already holds a run with another config; refusing to mix them. "
-                                  f"Use a new output folder, or `evomerge resume {run_dir}`.\n{diff}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(stored, config.to_yaml().encode())
-        return cls(config, run_dir, runner=runner)
+        return cls(config, claim_run_dir(config), runner=runner)
 
     @classmethod
-    def open(cls, run_dir: str | Path, *, runner: Runner | None = None) -> Study:
+    def open(cls, run_dir: str | Path, *, runner: Runner | None = None, space=None) -> Study:
         run_dir = Path(run_dir)
         stored = run_dir / CONFIG_FILE
         if not stored.is_file():
             raise ConfigError(f"{run_dir}: not a run folder (no {CONFIG_FILE}); start one with `evomerge run CONFIG`")
-        return cls(RunConfig.load(stored), run_dir, runner=runner)
+        return cls(RunConfig.load(stored), run_dir, runner=runner, space=space)
 
     @property
     def runner(self) -> Runner:
@@ -176,6 +186,10 @@ class Study:
             state = load_pickle(path)
             self.strategy.load_state_dict(state["strategy"])
             self._elapsed_before = float(state.get("elapsed_s", 0.0))
+
+    def save_checkpoint(self, elapsed: float | None = None) -> None:
+        """Public form for other drivers of the same strategy (the HTTP server checkpoints after each ask/tell)."""
+        self._save_checkpoint(self._elapsed_before if elapsed is None else elapsed)
 
     def _save_checkpoint(self, elapsed: float) -> None:
         save_pickle(self.run_dir / CHECKPOINT_FILE, {"strategy": self.strategy.state_dict(), "elapsed_s": elapsed,
