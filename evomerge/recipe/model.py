@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evomerge.errors import ConfigError, MergeError
 from evomerge.recipe.params import ParameterSetting
+from evomerge.yamlfile import read_yaml
 
 # mergekit keys we recognise but do not implement: refuse them by name instead of
 # merging something else than the user asked for.
@@ -227,13 +228,7 @@ class Recipe(_Strict):
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         """Read a recipe from YAML or JSON (mergekit configs included); errors name the file and key."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: recipe file not found")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+        data = read_yaml(path, "recipe file")
         return cls.from_dict(data, source=str(path))
 
 

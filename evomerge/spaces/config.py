@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,6 +23,7 @@ from pydantic import (
 
 from evomerge.errors import ConfigError, MergeError
 from evomerge.recipe.model import DTYPES, format_validation_error
+from evomerge.yamlfile import read_yaml
 
 Range = tuple[float, float]
 ModelRef = str | int  # an index into sources.models, a label, a path, or "base"
@@ -230,11 +230,5 @@ def _strip_kind(text: str) -> str:
 
 def load_space(path: str | Path) -> SpaceConfigModel:
     """Read a YAML preset (``search_spaces/*.yaml``) into its validated config."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: search-space file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+    data = read_yaml(path, "search-space file")
     return parse_space_config(data, source=str(path))

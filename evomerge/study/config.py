@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from evomerge.errors import ConfigError
 from evomerge.recipe.model import format_validation_error
+from evomerge.yamlfile import read_yaml
 
 Direction = Literal["maximize", "minimize"]
 
@@ -142,13 +143,7 @@ class RunConfig(_Strict):
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: run config not found")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+        data = read_yaml(path, "run config")
         return cls.from_dict(data, source=str(path))
 
     @classmethod
