@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 
@@ -41,16 +42,30 @@ def cli(*args: str, env_extra: dict | None = None, timeout: float = 120) -> subp
 
 
 def trials(run_dir: Path, name: str) -> list[tuple[str, str, tuple]]:
-    if not (run_dir / "study.db").exists():
+    """(genome key, state, values) of every recorded trial, in trial order.
+
+    Read straight from the sqlite file, read-only: opening it through Optuna from the test
+    while the run creates its tables races on CREATE TABLE.
+    """
+    db = run_dir / "study.db"
+    if not db.exists():
         return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        study = optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'study.db'}")
-    except KeyError:  # the storage exists but the run has not created its study yet
+        rows = con.execute(
+            "SELECT t.trial_id, t.state, a.value_json FROM trials t JOIN studies s ON s.study_id = t.study_id "
+            "JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'key' "
+            "WHERE s.study_name = ? ORDER BY t.number", (name,)).fetchall()
+        out = []
+        for trial_id, state, key in rows:
+            values = con.execute("SELECT value FROM trial_values WHERE trial_id = ? ORDER BY objective",
+                                 (trial_id,)).fetchall()
+            out.append((json.loads(key), state, tuple(v for (v,) in values)))
+        return out
+    except sqlite3.OperationalError:  # tables not created yet
         return []
-    out = []
-    for t in study.get_trials(deepcopy=False):
-        out.append((t.user_attrs["key"], t.state.name, tuple(t.values or ())))
-    return out
+    finally:
+        con.close()
 
 
 @pytest.mark.parametrize("strategy", ["cma", "tpe"])

@@ -1,0 +1,105 @@
+"""Request and response bodies of the HTTP API: strict pydantic models with bounded sizes.
+
+Every body forbids unknown keys and bounds each string, list and mapping, so a
+client can neither smuggle a storage URL or output path into a study nor send
+unbounded data; values the models cannot check (a space's own keys) are
+validated by the space builder and refused with 422.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evomerge.server.studies import NAME_PATTERN
+
+ObjectiveName = str
+_OBJ_NAME = r"^[A-Za-z0-9_.:\-\[\]]{1,64}$"
+Scalar = int | float | str | bool | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourcesIn(_Strict):
+    """Source models as *names* (the client scores them); paths are only read under the server's models root."""
+
+    base: str | None = Field(default=None, min_length=1, max_length=512)
+    models: list[str] = Field(min_length=1, max_length=16)
+    num_layers: int | None = Field(default=None, ge=1, le=1024,
+                                   description="decoder layers of every source; spares the server reading them")
+
+
+class StrategyIn(_Strict):
+    name: str = Field(default="cma", max_length=32)
+    options: dict[str, Scalar] = Field(default_factory=dict, max_length=16)
+    batch_size: int | None = Field(default=None, ge=1, le=1024)
+
+
+class ObjectiveIn(_Strict):
+    name: str = Field(pattern=_OBJ_NAME)
+    direction: Literal["maximize", "minimize"]
+    weight: float = Field(default=1.0, ge=-1e6, le=1e6)
+
+
+class BudgetIn(_Strict):
+    evaluations: int = Field(ge=1, le=1_000_000)
+
+
+class StudyCreate(_Strict):
+    """A study: search space, strategy, objectives with directions, budget (no runner: the client scores)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    space: dict[str, Any] = Field(max_length=32, description="e.g. {kind: box, dim: 4} or a PS space config")
+    sources: SourcesIn | None = None
+    strategy: StrategyIn = Field(default_factory=StrategyIn)
+    objectives: list[ObjectiveIn] = Field(min_length=1, max_length=16)
+    budget: BudgetIn
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    reference_point: list[float] | None = Field(default=None, max_length=16)
+    lease_s: float | None = Field(default=None, gt=0, le=7 * 86400,
+                                  description="re-hand a trial not told within this many seconds (a dead client)")
+
+
+class AskIn(_Strict):
+    n: int = Field(default=1, ge=1, le=256)
+    wait_s: float = Field(default=0.0, ge=0.0, le=60.0,
+                          description="block up to this long for a tell when a generational strategy has none to give")
+
+
+class Candidate(_Strict):
+    trial: int
+    ticket: str
+    genome: list[float]
+    recipe: dict[str, Any] | None
+
+
+class AskOut(_Strict):
+    candidates: list[Candidate]
+    complete: bool
+    retry_after_s: float | None = Field(description="set when fewer than asked were given: ask again after it")
+    reason: str | None = None
+
+
+class TellIn(_Strict):
+    ticket: str = Field(min_length=1, max_length=64)
+    objectives: dict[str, float] | None = Field(default=None, max_length=16)
+    error: str | None = Field(default=None, max_length=20_000, description="the candidate failed: why")
+    per_example: dict[str, list[float]] | None = Field(default=None, max_length=16)
+    worker: str = Field(default="remote", max_length=128)
+    seconds: float = Field(default=0.0, ge=0.0, le=1e9)
+
+
+class TrialOut(_Strict):
+    trial: int
+    status: str
+    objectives: dict[str, float]
+    genome: list[float] | None
+    recipe: dict[str, Any] | None
+
+
+class MergekitOut(_Strict):
+    yaml: str
+    warnings: list[str]

@@ -1,0 +1,412 @@
+"""Remote-scored studies: ask/tell over a Study whose candidates are scored outside evomerge.
+
+Each study lives in its own folder under the server's storage root (``ROOT/NAME``) holding the same
+files as an ``evomerge run`` folder: ``config.yaml`` (runner ``remote``), ``study.db`` (the Optuna
+storage) and ``strategy.pkl`` (the strategy checkpoint), plus ``server.json`` (how its space was
+built). So ``evomerge status/export/report`` and optuna-dashboard open it like any run.
+
+Durability of pending asks (asked, not yet told), across a server restart:
+
+* ask: the strategy proposes → its state (which lists the genomes as pending) is checkpointed →
+  each genome becomes a RUNNING Optuna trial carrying its key (the ticket), genome and recipe;
+* tell: the trial is finished in the storage (state written last) → the strategy is told →
+  checkpoint. A tell is acknowledged only once it is in the storage;
+* open (after a restart or crash): every genome the checkpoint holds as pending is matched by key:
+  a RUNNING trial → still pending; a finished trial (the crash fell between storage and
+  checkpoint) → its recorded value is told now; none (the crash fell between checkpoint and the
+  trial rows) → a RUNNING trial is created again, so the ask is never lost.
+
+A client that dies after an ask would hold its trials forever (and a generational strategy with
+them): with ``lease_s`` set, an ask first re-hands trials whose hand-out is older than that (same
+trial, same ticket; the first tell wins, a late one gets 409). Hand-out times are kept in memory:
+after a restart every pending trial gets a fresh lease.
+
+Generational strategies (CMA-ES) update once per generation of λ genomes: ``ask`` hands out at most
+the untold rest of the current generation, so asks beyond it return fewer candidates (none once
+the whole generation is out) until enough tells arrive; with ``wait_s`` an ask blocks (up to that
+many seconds) until a tell frees candidates. Asynchronous strategies (TPE, NSGA-II, random, GP)
+hand out any number at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evomerge.errors import ConfigError, EvomergeError
+from evomerge.exec.base import EvalResult
+from evomerge.spaces import Sources
+from evomerge.study.checkpoint import atomic_write_bytes
+from evomerge.study.config import RunConfig
+from evomerge.study.record import TrialRecord, genome_key
+from evomerge.study.study import CONFIG_FILE, Study, build_space
+
+SERVER_FILE = "server.json"
+# Letters, digits, '_' and '-' only: no dot, so no '..', no hidden folders, no path separators.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+class NotFoundError(EvomergeError):
+    """No such study or trial (HTTP 404)."""
+
+
+class ConflictError(EvomergeError):
+    """The request contradicts the study's state: a study that exists, a trial already told (HTTP 409)."""
+
+
+class ForbiddenError(EvomergeError):
+    """The trial exists but was not handed out with this ticket (HTTP 403)."""
+
+
+def study_dir(root: Path, name: str) -> Path:
+    """The folder of study ``name`` under ``root``; refuses names that could leave it."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ConfigError(f"study name {name!r}: use 1-64 letters, digits, '_' or '-' (first a letter or digit)")
+    base = root.resolve()
+    path = (base / name).resolve()
+    if path.parent != base:
+        raise ConfigError(f"study name {name!r} resolves outside the storage root")
+    return path
+
+
+class NamedSources(Sources):
+    """Sources known by name only: the server reads no checkpoint unless started with a models root."""
+
+    def _read(self, model: str) -> None:
+        raise ConfigError(f"sources: the space needs the layer count of '{model}', and this server reads no "
+                          "checkpoint from a client-supplied path; give 'sources.num_layers', or start the server "
+                          "with --models-root covering the models")
+
+
+def build_remote_space(config: RunConfig, extras: dict[str, Any], models_root: Path | None, *, trusted: bool = False):
+    """The study's space: a box, or a preset kind over sources given by name (their layer count in ``extras``).
+
+    ``trusted``: opened by a local command (export, report), not for a client: checkpoints may be read.
+    """
+    if isinstance(config.space, str):
+        raise ConfigError("space: give the space inline (a mapping); the server loads no preset file by path")
+    if config.space.get("kind") == "box":
+        return build_space(config)
+    if config.sources is None:
+        raise ConfigError("sources: a model space needs 'sources' (model names; paths only as names)")
+    from evomerge.spaces import build_space as build
+
+    base, models = config.sources.base, list(config.sources.models)
+    num_layers = extras.get("num_layers")
+    if num_layers is not None:
+        sources: Sources = NamedSources(base=base, models=models,
+                                        num_layers={m: int(num_layers) for m in [*models, *([base] if base else [])]})
+    elif trusted:
+        sources = Sources(base=base, models=models)
+    elif models_root is not None:
+        root = models_root.resolve()
+        for m in [*models, *([base] if base else [])]:
+            p = Path(m).resolve()
+            if root != p and root not in p.parents:
+                raise ConfigError(f"sources: '{m}' lies outside the server's models root {root}")
+        sources = Sources(base=base, models=models)
+    else:
+        sources = NamedSources(base=base, models=models)
+    try:
+        return build(config.space, sources)
+    except EvomergeError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"space: {exc}") from None
+
+
+@dataclass
+class Asked:
+    """One candidate handed to a client: ``ticket`` must come back with its tell."""
+
+    trial: int
+    ticket: str
+    genome: list[float]
+    recipe: dict | None
+
+
+class RemoteStudy:
+    """A Study driven by ask/tell calls; one lock (a condition) per study serialises them."""
+
+    def __init__(self, study: Study, lease_s: float | None = None) -> None:
+        self.study = study
+        self.name = study.config.name
+        self.lease_s = lease_s
+        self.cond = threading.Condition()
+        self._running: dict[int, TrialRecord] = {r.number: r for r in study.store.running()}
+        self._handed_at: dict[int, float] = dict.fromkeys(self._running, time.monotonic())
+        self._finished: dict[int, TrialRecord] = {r.number: r for r in study.store.records()}
+        self._reconcile()
+
+    # ---- opening -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path, data: dict[str, Any], extras: dict[str, Any], models_root: Path | None) -> RemoteStudy:
+        """Validate ``data`` (a run config without runner/output/storage) and make the study's folder."""
+        folder = study_dir(root, str(data.get("name")))
+        if folder.exists() and not (folder / SERVER_FILE).is_file():
+            shutil.rmtree(folder)  # a creation a crash interrupted (server.json is written last)
+        if folder.exists():
+            raise ConflictError(f"study '{data['name']}' already exists; pick another name or use it")
+        cfg = RunConfig.from_dict({**data, "output": str(folder), "runner": {"type": "remote"}, "test_split": None},
+                                  source="study config")
+        space = build_remote_space(cfg, extras, models_root)
+        folder.mkdir(parents=True)
+        try:
+            study = Study(cfg, folder, space=space)
+            atomic_write_bytes(folder / CONFIG_FILE, cfg.to_yaml().encode())
+            atomic_write_bytes(folder / SERVER_FILE, json.dumps({"extras": extras, "version": 1}).encode())
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return cls(study, extras.get("lease_s"))
+
+    @classmethod
+    def open(cls, folder: Path, models_root: Path | None = None) -> RemoteStudy:
+        extras = json.loads((folder / SERVER_FILE).read_text()).get("extras", {})
+        return cls(open_remote_study(folder, models_root), extras.get("lease_s"))
+
+    def _reconcile(self) -> None:
+        """Match the checkpoint's pending genomes with the storage after a restart (see the module doc)."""
+        strategy = self.study.strategy
+        running_by_key: dict[str, list[int]] = {}
+        for n, r in self._running.items():
+            running_by_key.setdefault(r.key, []).append(n)
+        finished_by_key = {r.key: r for r in self._finished.values()}
+        changed = False
+        matched: set[int] = set()
+        for g in strategy.pending():
+            key = genome_key(g)
+            free = [n for n in running_by_key.get(key, []) if n not in matched]
+            if free:
+                matched.add(free[0])
+            elif key in finished_by_key:
+                strategy.tell([g], [self.study._strategy_value(finished_by_key[key])])
+                changed = True
+            else:
+                matched.add(self._begin(g))
+                changed = True
+        for n in [n for n in self._running if n not in matched]:  # not pending in the strategy: cannot be learned
+            self._finish(n, EvalResult(key=self._running[n].key, status="failed", worker="server",
+                                       error="orphaned: the strategy no longer waits for this genome"))
+        if changed:
+            self.study.save_checkpoint()
+
+    # ---- ask / tell ----------------------------------------------------------------------------
+    @property
+    def budget(self) -> int | None:
+        return self.study.config.budget.evaluations
+
+    def _begin(self, genome: np.ndarray) -> int:
+        recipe = self.study.space.decode(genome)
+        rd = recipe.to_dict() if recipe is not None else None
+        key = genome_key(genome)
+        number = self.study.store.begin(key, genome, rd, {"split": "train", "asked_at": time.time()})
+        self._running[number] = TrialRecord(number=number, key=key, status="running", objectives={},
+                                            genome=np.asarray(genome, dtype=np.float64), recipe=rd, user_attrs={})
+        self._handed_at[number] = time.monotonic()
+        return number
+
+    def _expired(self, n: int) -> list[Asked]:
+        """Up to ``n`` pending trials whose lease ran out, handed out again."""
+        if self.lease_s is None:
+            return []
+        now = time.monotonic()
+        out = []
+        for number in sorted(self._running):
+            if len(out) >= n:
+                break
+            if now - self._handed_at.get(number, now) > self.lease_s:
+                r = self._running[number]
+                self._handed_at[number] = now
+                out.append(Asked(trial=number, ticket=r.key, recipe=r.recipe,
+                                 genome=[] if r.genome is None else [float(x) for x in r.genome]))
+        return out
+
+    def _ask_locked(self, n: int) -> list[Asked]:
+        again = self._expired(n)
+        n -= len(again)
+        if self.budget is not None:
+            n = min(n, self.budget - len(self._finished) - len(self._running))
+        if n <= 0:
+            return again
+        strategy = self.study.strategy
+        genomes = strategy.ask(n)
+        if not genomes:
+            return again
+        finished_by_key = {r.key: r for r in self._finished.values()}
+        fresh = []
+        for g in genomes:
+            done = finished_by_key.get(genome_key(g))
+            if done is not None:  # the same genome was scored before: reuse it, as the Study does
+                strategy.tell([g], [self.study._strategy_value(done)])
+            else:
+                fresh.append(g)
+        self.study.save_checkpoint()  # the pending genomes are durable before any trial id exists
+        out = again
+        for g in fresh:
+            number = self._begin(g)
+            r = self._running[number]
+            out.append(Asked(trial=number, ticket=r.key, genome=[float(x) for x in g], recipe=r.recipe))
+        return out
+
+    def ask(self, n: int, wait_s: float = 0.0) -> list[Asked]:
+        """Up to ``n`` new candidates; a generational strategy may give fewer (see the module doc)."""
+        deadline = time.monotonic() + max(0.0, wait_s)
+        with self.cond:
+            while True:
+                out = self._ask_locked(n)
+                left = deadline - time.monotonic()
+                if out or left <= 0 or self.complete or not self._running:
+                    return out
+                self.cond.wait(timeout=left)
+
+    def _finish(self, number: int, result: EvalResult) -> TrialRecord:
+        pending = self._running[number]
+        self.study.store.finish(number, result, {"split": "train", "told_at": time.time()})
+        ok = result.ok and all(o.name in result.objectives for o in self.study.objectives)
+        record = TrialRecord(number=number, key=pending.key, status="ok" if ok else "failed",
+                             objectives=dict(result.objectives), genome=pending.genome, recipe=pending.recipe,
+                             user_attrs={})
+        del self._running[number]
+        self._handed_at.pop(number, None)
+        self._finished[number] = record
+        return record
+
+    def tell(self, number: int, ticket: str, objectives: dict[str, float] | None, *, error: str | None = None,
+             per_example: dict[str, list[float]] | None = None, worker: str = "remote",
+             seconds: float = 0.0) -> TrialRecord:
+        """Record a client's scores (or its failure) for a trial it was handed; refuses anything else."""
+        names = [o.name for o in self.study.objectives]
+        with self.cond:
+            pending = self._running.get(number)
+            if pending is None:
+                if number in self._finished:
+                    raise ConflictError(f"trial {number} of study '{self.name}' was already told; a trial is "
+                                        "told once")
+                raise NotFoundError(f"study '{self.name}' has no trial {number} waiting for scores")
+            if ticket != pending.key:
+                raise ForbiddenError(f"trial {number} of study '{self.name}' was not handed out with this ticket "
+                                     "(a trial of another study?)")
+            if error is None:
+                if objectives is None:
+                    raise ConfigError("give 'objectives' (one value per objective) or 'error' for a failure")
+                missing = [n for n in names if n not in objectives]
+                extra = [k for k in objectives if k not in names]
+                if missing or extra:
+                    raise ConfigError(f"objectives: expected exactly {names}; missing {missing}, unknown {extra}")
+                bad = {k: v for k, v in objectives.items() if not math.isfinite(v)}
+                result = EvalResult(key=pending.key, status="failed" if bad else "ok", objectives=dict(objectives),
+                                    per_example=per_example or {}, worker=worker, fitness_seconds=seconds,
+                                    error=f"non-finite objective(s): {bad}" if bad else None)
+            else:
+                result = EvalResult(key=pending.key, status="failed", worker=worker, error=error,
+                                    fitness_seconds=seconds)
+            record = self._finish(number, result)
+            self.study.strategy.tell([pending.genome], [self.study._strategy_value(record)])
+            self.study.save_checkpoint()
+            self.cond.notify_all()
+            return record
+
+    # ---- reading -------------------------------------------------------------------------------
+    def shortfall(self) -> str:
+        """Why an ask gave fewer candidates than requested."""
+        with self.cond:
+            if self.complete:
+                return "budget spent: the study is complete"
+            if self.budget is not None and len(self._finished) + len(self._running) >= self.budget:
+                return "budget reached: every remaining evaluation is handed out; waiting for their tells"
+            return "the generation is handed out; tell pending trials first"
+
+    @property
+    def complete(self) -> bool:
+        return self.budget is not None and len(self._finished) >= self.budget
+
+    def status(self) -> dict[str, Any]:
+        with self.cond:
+            cfg = self.study.config
+            ok = [r for r in self._finished.values() if r.status == "ok"]
+            best = max(ok, key=lambda r: self.study.score(r.objectives)) if ok else None
+            strategy = self.study.strategy
+            return {
+                "name": self.name, "strategy": cfg.strategy.name, "generational": not strategy.supports_async,
+                "objectives": [{"name": o.name, "direction": o.direction, "weight": o.weight}
+                               for o in self.study.objectives],
+                "dim": int(self.study.space.dim), "budget": self.budget, "finished": len(self._finished),
+                "failed": sum(r.status != "ok" for r in self._finished.values()), "running": sorted(self._running),
+                "complete": self.complete, "best_trial": best.number if best else None,
+                "best_score": self.study.score(best.objectives) if best else None,
+            }
+
+    def front(self) -> dict[str, Any]:
+        with self.cond:
+            archive, ok = self.study.archive()
+            by_number = {r.number: r for r in ok}
+            return {
+                "objectives": [o.name for o in self.study.objectives],
+                "directions": [o.direction for o in self.study.objectives],
+                "hypervolume": archive.hypervolume(),
+                "reference_point": [float(x) for x in archive.reference_point],
+                "front": [{"trial": n, "objectives": by_number[n].objectives, "recipe": by_number[n].recipe,
+                           "genome": [float(x) for x in by_number[n].genome] if by_number[n].genome is not None
+                           else None} for n in sorted(archive.front)],
+            }
+
+    def trial(self, number: int) -> TrialRecord:
+        with self.cond:
+            record = self._finished.get(number) or self._running.get(number)
+        if record is None:
+            raise NotFoundError(f"study '{self.name}' has no trial {number}")
+        return record
+
+
+def open_remote_study(folder: Path, models_root: Path | None = None, *, trusted: bool = False) -> Study:
+    """A server-made study folder as a Study (its space rebuilt the way the server built it)."""
+    folder = Path(folder)
+    meta_path = folder / SERVER_FILE
+    if not meta_path.is_file():
+        raise NotFoundError(f"{folder}: not a study made by `evomerge serve` (no {SERVER_FILE})")
+    extras = json.loads(meta_path.read_text()).get("extras", {})
+    config = RunConfig.load(folder / CONFIG_FILE)
+    return Study(config, folder, space=build_remote_space(config, extras, models_root, trusted=trusted))
+
+
+class StudyRegistry:
+    """The studies under one storage root, opened lazily and kept open; one instance per server process."""
+
+    def __init__(self, root: Path, models_root: Path | None = None, max_studies: int = 1000) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.models_root = models_root
+        self.max_studies = max_studies
+        self._open: dict[str, RemoteStudy] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if (p / SERVER_FILE).is_file() and _NAME_RE.fullmatch(p.name))
+
+    def create(self, data: dict[str, Any], extras: dict[str, Any]) -> RemoteStudy:
+        with self._lock:
+            if len(self.names()) >= self.max_studies:
+                raise ConflictError(f"this server holds its maximum of {self.max_studies} studies")
+            study = RemoteStudy.create(self.root, data, extras, self.models_root)
+            self._open[study.name] = study
+            return study
+
+    def get(self, name: str) -> RemoteStudy:
+        folder = study_dir(self.root, name)
+        with self._lock:
+            if name not in self._open:
+                if not (folder / SERVER_FILE).is_file():
+                    raise NotFoundError(f"no study '{name}' on this server")
+                self._open[name] = RemoteStudy.open(folder, self.models_root)
+            return self._open[name]
