@@ -160,13 +160,16 @@ def _search(config, run_dir: Path | None, finalize: bool) -> None:
         study = Study.open(run_dir) if run_dir is not None else Study.create(config)
         with live_progress(console, config.budget.evaluations) as on_progress:
             summary = study.run(on_progress=on_progress)
-    if summary.stopped_early:
-        console.print(f"[yellow]stopped[/]: {summary.n_trials} trials are recorded; continue with "
-                      f"`evomerge resume {study.run_dir}`")
-        raise typer.Exit(130)
-    if finalize:
-        study.finalize()
-        summary = study.summary()
+    try:
+        if summary.stopped_early:
+            console.print(f"[yellow]stopped[/]: {summary.n_trials} trials are recorded; continue with "
+                          f"`evomerge resume {study.run_dir}`")
+            raise typer.Exit(130)
+        if finalize:
+            study.finalize()
+            summary = study.summary()
+    finally:
+        study.close()
     out.print(front_table(study, summary))
     out.print(f"run folder: {study.run_dir} (storage, checkpoint, front.json, best_recipe.json)")
 

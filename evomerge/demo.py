@@ -63,13 +63,16 @@ def run_demo(config_path: Path, console: Console, err: Console, *, fresh: bool =
     if fresh and config.run_dir().exists():
         shutil.rmtree(config.run_dir())
     study = Study.create(config)
-    with live_progress(err, config.budget.evaluations) as on_progress:
-        summary = study.run(on_progress=on_progress)
-    if summary.stopped_early:
-        err.print(f"[yellow]stopped[/]: resume with `evomerge resume {study.run_dir}`")
-        return
-    err.print("re-scoring the best recipe and the baselines on the test split ...")
-    results = study.finalize()
+    try:
+        with live_progress(err, config.budget.evaluations) as on_progress:
+            summary = study.run(on_progress=on_progress)
+        if summary.stopped_early:
+            err.print(f"[yellow]stopped[/]: resume with `evomerge resume {study.run_dir}`")
+            return
+        err.print("re-scoring the best recipe and the baselines on the test split ...")
+        results = study.finalize()
+    finally:
+        study.close()
     console.print(demo_table(study, results))
     sizes = {t.name: _n_examples(t, results.get("split", "test")) for t in study.tasks}
     console.print(f"test examples per task: {sizes}; best recipe: {study.run_dir / 'best_recipe.json'}; "

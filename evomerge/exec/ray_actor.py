@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from evomerge.errors import ConfigError, EvomergeError
@@ -30,15 +30,21 @@ class WorkerSpec:
     gpus: float = 0.0
     threads: int = 1
     memory_budget_bytes: int | None = None  # cap on what the size check may assume is free
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class EvalActor:
-    """One evaluation slot. ``shared``: ``[ObjectRef]`` of packed sources on the node's object store, or None."""
+    """One evaluation slot.
 
-    def __init__(self, spec: WorkerSpec, name: str, shared: list | None = None) -> None:
+    ``spec``: a WorkerSpec or ``[ObjectRef]`` of one (the runner holds it, so a
+    restart finds it); ``shared``: ``[ObjectRef]`` of packed sources in the
+    node's object store, or None.
+    """
+
+    def __init__(self, spec: WorkerSpec | list, name: str, shared: list | None = None) -> None:
         import ray
 
+        if isinstance(spec, list):
+            spec = ray.get(spec[0])
         self.name = name
         self.error: tuple[str, str] | None = None
         ctx = ray.get_runtime_context()
@@ -117,3 +123,7 @@ class EvalActor:
         result.worker = self.name
         result.details.update({"node_id": self.node_id, "node_ip": self.node_ip, "pid": os.getpid()})
         return result
+
+    def evaluate_many(self, candidates: Sequence[Candidate]) -> list[EvalResult]:
+        """Several candidates in one call: for millisecond candidates, where a Ray call's ~1 ms would dominate."""
+        return [self.evaluate(c) for c in candidates]

@@ -21,18 +21,24 @@ node, not one per worker. With ``target`` instead of sources the actors call
 that function (synthetic problems, black-box scorers) through the same
 machinery. Sizes are checked against the device before anything is loaded.
 
-**Asynchrony.** Up to ``max_in_flight`` candidates (default two per worker: one
-running, one waiting in the actor's mailbox so it never idles on a round trip)
-are dispatched at once, to the least loaded live worker; ``evaluate`` yields
-results as ``ray.wait`` reports them, and ``submit``/``poll`` let a Study ask
-for more the moment a slot frees.
+**Asynchrony.** Up to ``max_in_flight`` actor calls (default two per worker:
+one running, one waiting in the actor's mailbox so it never idles on a round
+trip) are dispatched at once, to the least loaded live worker; ``evaluate``
+yields results as ``ray.wait`` reports them, and ``submit``/``poll`` let a Study
+ask for more the moment a slot frees. A call carries one candidate, or, when
+candidates take only milliseconds (a Ray call costs ~1 ms), a batch of them
+sized to ~50 ms of work (``batch_size``: None adapts, an int fixes it).
 
 **Fault tolerance.** Actors are created with ``max_restarts`` (default:
-unlimited). When one dies (killed, out of memory, node lost), the candidate it
-was *running* is charged one failure with the error, the candidates queued
-behind it are re-queued uncharged, and a probe waits for the restarted actor.
-A charged candidate goes to a worker it has not failed on when one is alive;
-after ``max_worker_failures`` deaths it is recorded failed with every error.
+unlimited). When one dies (killed, out of memory, node lost), its unfinished
+candidates are re-queued and a probe waits for the restarted actor. A failure
+is charged to a candidate only when it was *alone* on the dead worker; if
+several were there (a batch, or a pipelined mailbox: a result computed just
+before the death can be lost with the process, so the order does not tell who
+was running), none is charged and each runs alone from then on (no batch, no
+call queued behind it), so the next death is attributed exactly. A charged
+candidate goes to a worker it has not failed on when one is alive; after
+``max_worker_failures`` charged deaths it is recorded failed with every error.
 An exception inside a candidate is a failed result and never touches the pool.
 Each candidate's result is handed out exactly once.
 """
@@ -59,6 +65,8 @@ log = logging.getLogger(__name__)
 
 WorkerStatus = Literal["starting", "idle", "busy", "restarting", "dead"]
 SHARE_LIMIT = 0.8  # share sources through the object store only when they take at most this share of it
+BATCH_SECONDS = 0.05  # with adaptive batching, an actor call carries about this much work...
+MAX_BATCH = 32  # ...but never more candidates than this
 
 
 @dataclass
@@ -80,14 +88,21 @@ class WorkerState:
     last_error: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # identity: tickets hold numpy genomes
 class _Ticket:
     id: int
     candidate: Candidate
     stream: bool  # submitted through submit() (returned by poll) rather than evaluate()
-    failures: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # worker deaths charged to it (it was alone there)
+    requeued: list[str] = field(default_factory=list)  # worker deaths it was caught in with others (uncharged)
     failed_on: set[str] = field(default_factory=set)
     abandoned: bool = False
+    solo: bool = False  # was among several on a worker that died: runs alone so a death can be charged to it
+
+    @property
+    def alone(self) -> bool:
+        """Dispatched in a call of its own, to an empty mailbox, with nothing queued behind it."""
+        return self.solo or bool(self.failed_on)
 
 
 class _Slot:
@@ -96,7 +111,7 @@ class _Slot:
     def __init__(self, name: str, actor: Any) -> None:
         self.actor = actor
         self.state = WorkerState(name=name, status="starting")
-        self.running: deque[Any] = deque()  # refs dispatched to it, in order: the head is executing
+        self.running: deque[Any] = deque()  # calls dispatched to it, in order: the head is executing
         self.probe: Any = None  # an info() call waiting for the actor to (re)start
         self.next_probe = 0.0
         self.probe_failures = 0
@@ -147,9 +162,9 @@ class RayRunner(Runner):
                  max_worker_failures: int = 3, max_restarts: int = -1, memory_budget_bytes: int | None = None,
                  object_store_memory: int | None = None, log_to_driver: bool = False,
                  startup_timeout_s: float = 600.0, connect_timeout_s: float = 5.0,
-                 stall_timeout_s: float = 900.0) -> None:
+                 stall_timeout_s: float = 900.0, batch_size: int | None = None) -> None:
         if (target is None) == (not models):
-            raise ConfigError("the Ray runner needs either sources (models) or a function target, not both")
+            raise ConfigError("the Ray runner needs exactly one of: sources (models) or a function target")
         if workers < 1 or max_worker_failures < 1:
             raise ConfigError("runner.workers and max_worker_failures must be at least 1")
         self.workers = workers
@@ -159,12 +174,15 @@ class RayRunner(Runner):
         self._depth = max(1, math.ceil(self.max_in_flight / workers))
         self._slots: list[_Slot] = []
         self._queue: deque[_Ticket] = deque()
-        self._refs: dict[Any, tuple[_Ticket, _Slot]] = {}
+        self._refs: dict[Any, tuple[list[_Ticket], _Slot]] = {}  # call → its candidates and worker
+        self.batch_size = batch_size
+        self._eval_seconds: float | None = None  # running mean of merge + fitness per candidate
         self._open: dict[int, _Ticket] = {}
         self._done: dict[int, EvalResult] = {}
         self._stream_ids: set[int] = set()  # submitted through submit() and not yet returned by poll()
         self._ids = itertools.count()
         self._shared: list | None = None
+        self._spec: list | None = None
         self._closed = False
         self._last_alive = time.monotonic()
         self._started_ray = connect(address, num_cpus=workers * cpus_per_worker,
@@ -182,7 +200,10 @@ class RayRunner(Runner):
             actor_cls = ray.remote(EvalActor).options(
                 num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=max_restarts, max_task_retries=0,
                 scheduling_strategy="SPREAD")
-            self._slots = [_Slot(f"ray-{i}", actor_cls.remote(spec, f"ray-{i}", self._shared))
+            # held by us for the runner's life: Ray frees large constructor arguments after creation,
+            # and a restarted actor must find them again (ray-project/ray#53727)
+            self._spec = [ray.put(spec)]
+            self._slots = [_Slot(f"ray-{i}", actor_cls.remote(self._spec, f"ray-{i}", self._shared))
                            for i in range(workers)]
             self._await_startup(startup_timeout_s)
         except BaseException:
@@ -220,7 +241,7 @@ class RayRunner(Runner):
                         "worker loads its own copy; raise object_store_memory to share them",
                         sizes.sources_total / 2**30, SHARE_LIMIT * 100, capacity / 2**30)
             return None
-        loader = ray.remote(load_packed).options(num_cpus=0, max_retries=3, max_calls=1)
+        loader = ray.remote(num_cpus=0, max_retries=3, max_calls=1)(load_packed)
         return [loader.remote(spec.base, list(spec.models), spec.storage_dtype)]
 
     def _await_startup(self, timeout_s: float) -> None:
@@ -259,7 +280,15 @@ class RayRunner(Runner):
     # ---- streaming interface ----------------------------------------------------------------------------------
     @property
     def capacity(self) -> int:
-        return self.max_in_flight
+        return self.max_in_flight * self._batch()
+
+    def _batch(self) -> int:
+        """Candidates per actor call: fixed, or enough for ~50 ms of work once candidates have been timed."""
+        if self.batch_size is not None:
+            return max(1, self.batch_size)
+        if self._eval_seconds is None:
+            return 1
+        return int(min(MAX_BATCH, max(1, round(BATCH_SECONDS / max(self._eval_seconds, 1e-6)))))
 
     @property
     def pending(self) -> int:
@@ -302,8 +331,9 @@ class RayRunner(Runner):
         for slot in self._slots:
             st = replace(slot.state, memory=dict(slot.state.memory))
             if slot.running:
-                st.candidate = self._refs[slot.running[0]][0].candidate.key
-                st.queued = len(slot.running) - 1
+                calls = [self._refs[ref][0] for ref in slot.running]
+                st.candidate = calls[0][0].candidate.key
+                st.queued = sum(len(c) for c in calls) - 1
             out.append(st)
         return out
 
@@ -358,18 +388,33 @@ class RayRunner(Runner):
             ticket = self._queue.popleft()
             fresh = [s for s in live if s.name not in ticket.failed_on]
             pool = fresh or live  # a worker it has not failed on, whenever one is alive
-            room = [s for s in pool if len(s.running) < self._depth]
+            room = [s for s in pool if self._has_room(s, ticket.alone)]
             if not room:
                 kept.append(ticket)
-                if not any(len(s.running) < self._depth for s in live):
+                if not any(self._has_room(s, False) for s in live):
                     break
                 continue
             slot = min(room, key=lambda s: len(s.running))
-            ref = slot.actor.evaluate.remote(ticket.candidate)
+            call = [ticket]
+            if not ticket.alone:  # fill a batch with fresh candidates
+                share = math.ceil((len(self._queue) + 1) / len(live))  # leave work for the other workers
+                size = min(self._batch(), share)
+                while len(call) < size and self._queue and not self._queue[0].alone:
+                    call.append(self._queue.popleft())
+            if len(call) == 1:
+                ref = slot.actor.evaluate.remote(ticket.candidate)
+            else:
+                ref = slot.actor.evaluate_many.remote([t.candidate for t in call])
             slot.running.append(ref)
             slot.state.status = "busy"
-            self._refs[ref] = (ticket, slot)
+            self._refs[ref] = (call, slot)
         self._queue.extendleft(reversed(kept))
+
+    def _has_room(self, slot: _Slot, alone: bool) -> bool:
+        """A lone ticket needs an empty mailbox; nothing is queued behind a lone ticket."""
+        if alone:
+            return not slot.running
+        return len(slot.running) < self._depth and not any(self._refs[r][0][0].alone for r in slot.running)
 
     def _pump(self, timeout: float | None) -> None:
         """Dispatch, wait (at most ``timeout`` s) for a result or a restarted worker, process all that are ready."""
@@ -442,56 +487,69 @@ class RayRunner(Runner):
         import ray
 
         lost, task_error = _ray_errors()
-        ticket, slot = self._refs[ref]
+        call, slot = self._refs[ref]
         try:
-            result = ray.get(ref)
+            out = ray.get(ref)
         except lost as exc:
             self._on_worker_lost(slot, exc)
             return
         except task_error as exc:  # raised outside the worker's own try (e.g. unpicklable candidate)
-            result = EvalResult(key=ticket.candidate.key, status="failed", worker=slot.name,
-                                error=f"{type(exc).__name__}: {exc}")
+            out = [EvalResult(key=t.candidate.key, status="failed", worker=slot.name,
+                              error=f"{type(exc).__name__}: {exc}") for t in call]
         del self._refs[ref]
         slot.running.remove(ref)
-        slot.state.evaluated += 1
+        self._record(slot, call, out if isinstance(out, list) else [out])
+
+    def _record(self, slot: _Slot, call: list[_Ticket], results: list[EvalResult]) -> None:
+        """A finished call: its results out, the timing mean updated, the worker idle if nothing follows."""
+        slot.state.evaluated += len(results)
         if slot.live:
             slot.state.status = "busy" if slot.running else "idle"
-        self._finish(ticket, result)
+        for ticket, result in zip(call, results, strict=True):
+            seconds = result.merge_seconds + result.fitness_seconds
+            if result.ok and seconds > 0:
+                mean = self._eval_seconds
+                self._eval_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
+            self._finish(ticket, result)
 
     def _on_worker_lost(self, slot: _Slot, exc: BaseException) -> None:
-        """Charge the candidate that was running, re-queue the ones behind it, and wait for the restart."""
+        """Keep finished results, charge a candidate that was alone there, re-queue the rest, await the restart."""
         import ray
 
         error = f"worker {slot.name} (pid {slot.state.pid}, node {slot.state.node_ip} {slot.state.node_id}) was " \
                 f"lost while evaluating this candidate: {type(exc).__name__}: {exc}"
-        requeue: list[_Ticket] = []
-        charged = False
+        unfinished: list[_Ticket] = []
         for ref in list(slot.running):
-            ticket, _ = self._refs.pop(ref)
-            if not charged:
-                done, _ = ray.wait([ref], timeout=0)
-                if done:  # a result that finished before the loss is a result
-                    try:
-                        result = ray.get(ref)
-                    except Exception:
-                        result = None
-                    if isinstance(result, EvalResult):
-                        slot.state.evaluated += 1
-                        self._finish(ticket, result)
-                        continue
-                charged = True
-                ticket.failures.append(error)
-                ticket.failed_on.add(slot.name)
-                if len(ticket.failures) >= self.max_worker_failures:
-                    self._finish(ticket, EvalResult(
-                        key=ticket.candidate.key, status="failed", worker=slot.name,
-                        error=f"{len(ticket.failures)} workers were lost while evaluating this candidate:\n\n"
-                              + "\n\n".join(ticket.failures),
-                        details={"attempts": len(ticket.failures)}))
+            call, _ = self._refs.pop(ref)
+            done, _ = ray.wait([ref], timeout=0)
+            if done:  # a call that finished before the loss is a result
+                try:
+                    out = ray.get(ref)
+                except Exception:
+                    out = None
+                if out is not None:
+                    self._record(slot, call, out if isinstance(out, list) else [out])
                     continue
-            if not ticket.abandoned:
-                requeue.append(ticket)
+            unfinished += call
         slot.running.clear()
+        requeue: list[_Ticket] = []
+        if len(unfinished) == 1:  # it was alone there: the death is its own
+            ticket = unfinished[0]
+            ticket.failures.append(error)
+            ticket.failed_on.add(slot.name)
+            if len(ticket.failures) >= self.max_worker_failures:
+                self._finish(ticket, EvalResult(
+                    key=ticket.candidate.key, status="failed", worker=slot.name,
+                    error=f"{len(ticket.failures)} workers were lost while evaluating this candidate:\n\n"
+                          + "\n\n".join(ticket.failures),
+                    details={"attempts": len(ticket.failures) + len(ticket.requeued)}))
+            elif not ticket.abandoned:
+                requeue.append(ticket)
+        else:  # who was running is unknown: nobody is charged, each runs alone from now on
+            for ticket in unfinished:
+                ticket.solo = True
+                ticket.requeued.append(error.replace("this candidate", f"this and {len(unfinished) - 1} other(s)"))
+            requeue = [t for t in unfinished if not t.abandoned]
         self._queue.extendleft(reversed(requeue))
         slot.state.status = "restarting"
         slot.state.last_error = f"{type(exc).__name__}: {exc}"
@@ -504,7 +562,9 @@ class RayRunner(Runner):
         del self._open[ticket.id]
         if ticket.failures:
             result.details["worker_failures"] = list(ticket.failures)
-        result.details.setdefault("attempts", len(ticket.failures) + 1)
+        if ticket.requeued:
+            result.details["requeued_after"] = list(ticket.requeued)
+        result.details.setdefault("attempts", len(ticket.failures) + len(ticket.requeued) + 1)
         self._done[ticket.id] = result
 
     # ---- shutdown ---------------------------------------------------------------------------------------------
@@ -519,7 +579,7 @@ class RayRunner(Runner):
             for slot in self._slots:
                 with contextlib.suppress(Exception):  # already gone
                     ray.kill(slot.actor, no_restart=True)
-            self._slots, self._refs, self._shared = [], {}, None
+            self._slots, self._refs, self._shared, self._spec = [], {}, None, None
             if self._started_ray and ray.is_initialized():
                 ray.shutdown()
         except ImportError:

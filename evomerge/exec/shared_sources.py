@@ -36,7 +36,11 @@ GIB = 2**30
 
 
 def _gib(n: float) -> str:
-    return f"{n / GIB:.3g} GiB"
+    """A byte count in the largest unit that keeps it >= 1 (3 significant digits)."""
+    for unit, scale in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
 
 
 def source_paths(base: str | None, models: Sequence[str]) -> dict[str, str]:
@@ -51,7 +55,7 @@ def source_paths(base: str | None, models: Sequence[str]) -> dict[str, str]:
 class ResidentSizes:
     """Bytes each source takes resident (at the storage dtype) and the model instance (float32)."""
 
-    per_source: dict[str, int]  # by path, in load order
+    per_source: dict[str, int]  # by path, in load order (the base first)
     model: int
     storage_dtype: str
 
@@ -66,7 +70,10 @@ def resident_sizes(base: str | None, models: Sequence[str], storage_dtype: str =
     per_source: dict[str, int] = {}
     template_numel = 0
     template = str(base) if base is not None else str(models[0])
-    for path in source_paths(base, models).values():
+    paths = list(source_paths(base, models).values())
+    if base is not None:  # ResidentSources loads the base first
+        paths.sort(key=lambda p: p != str(base))
+    for path in paths:
         ckpt = Checkpoint.open(path)
         numel = sum(math.prod(ckpt.info(n).shape) for n in ckpt.names)
         per_source[path] = numel * element
@@ -106,9 +113,22 @@ def device_available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
-    import psutil
-
+    try:
+        import psutil
+    except ImportError:  # psutil is a dev dependency; Linux says the same in /proc
+        return _proc_kib("/proc/meminfo", ("MemAvailable",)) * 1024
     return int(psutil.virtual_memory().available)
+
+
+def _proc_kib(path: str, keys: tuple[str, ...]) -> int:
+    """Sum of the ``key: N kB`` lines of a /proc file."""
+    total = 0
+    with open(path) as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in keys:
+                total += int(rest.split()[0])
+    return total
 
 
 # ---- packing for the object store --------------------------------------------------------------------------------
@@ -168,7 +188,11 @@ def unpack(state: Mapping[str, Any], paths: Mapping[str, str], device: str | tor
 
 def process_memory(pid: int | None = None) -> dict[str, int]:
     """rss, uss and pss of a process in bytes (uss: private pages; pss: private + a fair share of shared ones)."""
-    import psutil
-
+    try:
+        import psutil
+    except ImportError:  # Linux without psutil: the kernel's own rollup
+        path = f"/proc/{pid or 'self'}/smaps_rollup"
+        return {"rss": _proc_kib(path, ("Rss",)) * 1024, "pss": _proc_kib(path, ("Pss",)) * 1024,
+                "uss": _proc_kib(path, ("Private_Clean", "Private_Dirty")) * 1024}
     info = psutil.Process(pid).memory_full_info()
     return {"rss": int(info.rss), "uss": int(getattr(info, "uss", 0)), "pss": int(getattr(info, "pss", 0))}

@@ -108,8 +108,9 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        if self.runner.type not in ("function", "remote") and self.sources is None:
-            raise ValueError("'sources' is required unless the runner is a function (or remote)")
+        scores_genomes = self.runner.type in ("function", "remote") or self.runner.target is not None
+        if not scores_genomes and self.sources is None:
+            raise ValueError("'sources' is required unless the runner is a function (or remote, or has a target)")
         if self.reference_point is not None and len(self.reference_point) != len(self.objectives):
             raise ValueError(f"reference_point has {len(self.reference_point)} values for "
                              f"{len(self.objectives)} objectives")

@@ -84,7 +84,10 @@ def run_two_stages(config: RunConfig, on_progress: Callable[[Progress], None] | 
     if on_stage:
         on_stage("stage 1/2: parameter-space search")
     study1 = Study.create(stage1)
-    summary1 = study1.run(on_progress=on_progress)
+    try:
+        summary1 = study1.run(on_progress=on_progress)
+    finally:
+        study1.close()
     if summary1.stopped_early:
         return study1, summary1
     if summary1.best_number is None:

@@ -254,7 +254,7 @@ class Study:
                 for result in self.runner.evaluate(list(todo.values())):
                     cand = todo[result.key]
                     recipe = cand.recipe.to_dict() if cand.recipe is not None else None
-                    number = self.store.add(result, cand.genome, recipe, {"split": "train"})
+                    number = self.store.add(result, cand.genome, recipe, {"split": "train", "details": result.details})
                     records[result.key] = TrialRecord(number=number, key=result.key, status=result.status,
                                                       objectives=result.objectives, genome=cand.genome,
                                                       recipe=recipe, user_attrs={})
@@ -342,6 +342,12 @@ class Study:
             if best.recipe is not None:
                 atomic_write_bytes(self.run_dir / "best_recipe.json", json.dumps(best.recipe, indent=2).encode())
         return results
+
+    def close(self) -> None:
+        """Release the runner (Ray actors, and a Ray instance the runner started itself)."""
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
 
     def record(self, number: int) -> TrialRecord:
         for r in self.store.records():
