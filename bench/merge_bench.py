@@ -172,6 +172,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench/merge"))
     ap.add_argument("--mergekit", help="path to a mergekit-yaml executable (optional)")
+    ap.add_argument("--mergekit-sizes", default=None, help="sizes to run mergekit on (default: all)")
     ap.add_argument("--inplace-repeats", type=int, default=3)
     args = ap.parse_args()
     print(f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}", flush=True)
@@ -195,7 +196,7 @@ def main() -> None:
                 row = {"size": size, "method": method, "wall_s": wall, "merge_s": inner["merge_s"],
                        "rss_gib": rss, "gb_s": inner["bytes_read"] / 1e9 / inner["merge_s"],
                        "vs_floor": inner["merge_s"] / floor["merge_s"], "src_gb": src_bytes / 1e9}
-                if args.mergekit:
+                if args.mergekit and (args.mergekit_sizes is None or size in args.mergekit_sizes.split(",")):
                     import yaml
 
                     mk_cfg = Path(tmp) / f"{method}.yml"
