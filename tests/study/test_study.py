@@ -96,3 +96,15 @@ def test_pareto_front_and_hypervolume_match_hand_computation():
     assert maxed.front == [0, 1]
     assert maxed.hypervolume() == pytest.approx(1 * 1 + 3 * 3)
     assert maxed.best_per_objective() == {"a": 0, "b": 1}
+
+
+def test_a_journal_file_storage_records_and_resumes_like_sqlite(tmp_path):
+    cfg = config(tmp_path, name="j", storage=f"journal:{tmp_path / 'journal.log'}", budget={"evaluations": 8})
+    Study.create(cfg).run()
+    assert (tmp_path / "journal.log").is_file() and not (tmp_path / "j" / "study.db").exists()
+    more = config(tmp_path, name="j2", storage=f"journal:{tmp_path / 'journal2.log'}", budget={"evaluations": 8})
+    study = Study.create(more)
+    study.run()
+    reopened = Study.open(tmp_path / "j2")
+    assert [r.key for r in reopened.store.records()] == [r.key for r in study.store.records()]
+    assert reopened.run().n_trials == 8  # nothing left to do, nothing repeated
