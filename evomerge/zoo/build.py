@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +91,6 @@ def build_zoo(name: str, out_dir: str | Path | None = None, *, recipe: Any = Non
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    start = time.perf_counter()
     if name == "tinylm":
         facts = build_tinylm(folder, recipe, progress=progress)
     else:
@@ -105,7 +103,6 @@ def build_zoo(name: str, out_dir: str | Path | None = None, *, recipe: Any = Non
 
     stamp = {"name": name, "hash": recipe_hash(name, recipe), "zoo_version": ZOO_VERSION,
              "torch": torch.__version__, "transformers": transformers.__version__, "facts": facts}
-    (folder / "build-time.txt").write_text(f"{time.perf_counter() - start:.0f} s\n", encoding="utf-8")
     (folder / STAMP).write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return folder
 
