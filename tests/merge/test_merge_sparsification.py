@@ -3,6 +3,7 @@ statistical and structural facts with a fixed seed."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from evomerge.merge import MergeInputs, get_method
@@ -158,3 +159,19 @@ def test_della_ranks_along_dim_one_of_higher_rank_tensors() -> None:
     probs = della_keep_probabilities(x, 0.5, 0.1)
     torch.testing.assert_close(probs, t([[[0.4, 0.6], [0.6, 0.5], [0.5, 0.4]],
                                          [[0.4, 0.4], [0.6, 0.5], [0.5, 0.6]]]))
+
+
+@pytest.mark.parametrize("n", [300_000, 1_000_003])
+@pytest.mark.parametrize("dtype_roundtrip", [False, True])
+def test_bracketed_selection_gives_exactly_kthvalue_on_large_tensors(n, dtype_roundtrip):
+    from evomerge.merge.methods.sparsify import kth_largest
+
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g).abs()
+    if dtype_roundtrip:  # bf16 values: many exact ties
+        x = x.to(torch.bfloat16).float()
+    for k in (1, 7, n // 100, n // 3, n // 2, n - 5, n):
+        assert torch.equal(kth_largest(x, k), torch.kthvalue(x, n - k + 1).values), k
+    structured = torch.cat([torch.zeros(n // 2), torch.arange(n - n // 2, dtype=torch.float32)])
+    for k in (1, n // 4, n // 2, n // 2 + 1, n):
+        assert torch.equal(kth_largest(structured, k), torch.kthvalue(structured, n - k + 1).values), k

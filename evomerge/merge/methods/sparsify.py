@@ -27,6 +27,7 @@ methods use mergekit's "l1" so that an exported mergekit YAML reproduces them.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -44,14 +45,54 @@ def kept_count(numel: int, density: float) -> int:
     return int(density * numel)
 
 
+# Above this size the CPU selection brackets the answer from a sample first (see _kth_largest_bracketed).
+_BRACKET_MIN_NUMEL = 1 << 18
+_SAMPLE = 1 << 16
+
+
 def kth_largest(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th largest value of a 1-D tensor (1 <= k <= n), via the smaller unsorted top-k."""
+    """The k-th largest value of a 1-D tensor (1 <= k <= n), exactly."""
     n = flat.numel()
     if flat.device.type == "cpu":
+        if n >= _BRACKET_MIN_NUMEL:
+            found = _kth_largest_bracketed(flat, k)
+            if found is not None:
+                return found
         return torch.kthvalue(flat, n - k + 1).values
     if k <= n - k + 1:
         return torch.topk(flat, k, largest=True, sorted=False).values.min()
     return torch.topk(flat, n - k + 1, largest=False, sorted=False).values.max()
+
+
+def _kth_largest_bracketed(flat: torch.Tensor, k: int) -> torch.Tensor | None:
+    """Exact k-th largest by sample-bracketing (Floyd–Rivest style), or None when the bracket missed.
+
+    ``torch.kthvalue`` is a single-threaded selection over the whole tensor. A
+    strided sample of 65,536 values gives two bounds that very likely enclose the
+    answer; counting the values above the upper bound and selecting inside the
+    band between the bounds are cheap, multi-threaded passes, and the final
+    ``kthvalue`` runs on the band only (typically ~1 % of the tensor). The result
+    is exact whatever the sample: the answer is in the band exactly when the
+    counts say so, and otherwise the caller falls back to a full selection.
+    """
+    n = flat.numel()
+    stride = max(n // _SAMPLE, 1)
+    sample = flat[::stride]
+    m = sample.numel()
+    ordered = torch.sort(sample, descending=True).values
+    q = k / n
+    j = int(q * m)
+    margin = int(4 * math.sqrt(m * q * (1 - q))) + 16
+    hi = ordered[max(j - margin, 0)]
+    lo = ordered[min(j + margin, m - 1)]
+    above = int((flat > hi).sum())
+    if above >= k:
+        return None
+    band = flat[(flat >= lo) & (flat <= hi)]
+    need = k - above
+    if need > band.numel():
+        return None
+    return torch.kthvalue(band, band.numel() - need + 1).values
 
 
 def top_k_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor:
