@@ -162,9 +162,14 @@ def test_memory_figures_without_psutil_come_from_proc_and_agree(monkeypatch):
 
     from evomerge.exec.shared_sources import device_available_bytes, process_memory
 
-    with_psutil = process_memory()
-    monkeypatch.setitem(sys.modules, "psutil", None)  # psutil is only a dev dependency
-    without = process_memory()
+    before = process_memory()
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "psutil", None)  # the /proc fallback, for machines without psutil
+        without = process_memory()
+    after = process_memory()
+    # the process's memory moves between readings (threads, allocator): the /proc figure must lie
+    # within the psutil readings taken just before and just after it, give or take 20 %
     for key in ("rss", "uss", "pss"):
-        assert without[key] == pytest.approx(with_psutil[key], rel=0.2), key
+        low, high = sorted((before[key], after[key]))
+        assert 0.8 * low <= without[key] <= 1.2 * high, key
     assert device_available_bytes(torch.device("cpu")) > 0
