@@ -28,6 +28,13 @@ console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 120)
 
 
+def _quiet_optuna() -> None:
+    """Optuna logs every study it opens at INFO; the progress display says what matters."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _size(text: str) -> int:
     """'5GB', '500MB', '1.5G', '1000000' -> bytes."""
     units = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "M": 2**20, "MB": 2**20, "G": 2**30, "GB": 2**30}
@@ -148,6 +155,7 @@ def methods() -> None:
 
 def _search(config, run_dir: Path | None, finalize: bool) -> None:
     """Run or resume (``run_dir``) a search, one- or two-stage, with a live progress display."""
+    _quiet_optuna()
     from evomerge.study.display import front_table, live_progress
     from evomerge.study.stages import is_two_stage, run_two_stages
     from evomerge.study.study import Study
@@ -231,6 +239,7 @@ def demo(
     """
     from evomerge.demo import run_demo
 
+    _quiet_optuna()
     run_demo(config, out, console, fresh=fresh)
 
 
