@@ -219,6 +219,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     from evomerge.study.display import front_table
     from evomerge.study.study import Study
 
+    _quiet_optuna()
     study = Study.open(run_dir, runner=None)
     summary = study.summary()
     budget = study.config.budget.evaluations
