@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from evomerge.errors import ConfigError, MergeError
+from evomerge.errors import MergeError
 from evomerge.recipe.params import ParameterSetting
-from evomerge.yamlfile import read_yaml
+from evomerge.yamlfile import read_yaml, validate_mapping
 
 # mergekit keys we recognise but do not implement: refuse them by name instead of
 # merging something else than the user asked for.
@@ -214,12 +214,7 @@ class Recipe(_Strict):
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<recipe>") -> Recipe:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a recipe must be a mapping, got {type(data).__name__}")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{source}: invalid recipe\n{format_validation_error(exc)}") from None
+        return validate_mapping(cls, data, source=source, what="recipe")
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "<recipe>") -> Recipe:
@@ -231,12 +226,3 @@ class Recipe(_Strict):
         data = read_yaml(path, "recipe file")
         return cls.from_dict(data, source=str(path))
 
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, naming the key path the way a user wrote it."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {loc}: {msg}")
-    return "\n".join(lines)

@@ -22,8 +22,8 @@ from pydantic import (
 )
 
 from evomerge.errors import ConfigError, MergeError
-from evomerge.recipe.model import DTYPES, format_validation_error
-from evomerge.yamlfile import read_yaml
+from evomerge.recipe.model import DTYPES
+from evomerge.yamlfile import format_validation_error, read_yaml
 
 Range = tuple[float, float]
 ModelRef = str | int  # an index into sources.models, a label, a path, or "base"

@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evomerge.errors import ConfigError
-from evomerge.recipe.model import format_validation_error
-from evomerge.yamlfile import read_yaml
+from evomerge.yamlfile import read_yaml, validate_mapping
 
 Direction = Literal["maximize", "minimize"]
 
@@ -149,9 +147,4 @@ class RunConfig(_Strict):
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<config>") -> RunConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a run config must be a mapping")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{source}: invalid run config\n{format_validation_error(exc)}") from None
+        return validate_mapping(cls, data, source=source, what="run config")
