@@ -214,6 +214,42 @@ def resume(
 
 
 @app.command()
+def evolve(
+    config: Annotated[Path | None, typer.Argument(help="Evolve config YAML (algorithm, init models, tasks, budget).")]
+    = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder (its stored config).")] = None,
+) -> None:
+    """Evolve whole models (M2N2) or task vectors (CycleQD) with per-example / per-task scores.
+
+    Every child's scores are journaled as it finishes and the population is
+    snapshotted every `snapshot_every_s`: a crashed or Ctrl-C'd run continues
+    with `--resume RUN` (or the same config) without evaluating any child twice.
+    Writes RUN/best/ (a loadable checkpoint) and RUN/summary.json.
+    """
+    from evomerge.evolve.config import CONFIG_FILE, EvolveConfig
+    from evomerge.evolve.display import evolve_progress, summary_table
+    from evomerge.evolve.session import run_evolution
+
+    if (config is None) == (resume is None):
+        raise typer.BadParameter("give a CONFIG, or --resume RUN_FOLDER")
+    if resume is not None:
+        stored = resume / CONFIG_FILE
+        if not stored.is_file():
+            raise ConfigError(f"{resume}: not an evolve run folder (no {CONFIG_FILE})")
+        cfg, run_dir = EvolveConfig.load(stored), resume
+    else:
+        cfg, run_dir = EvolveConfig.load(config), None
+    with evolve_progress(console, cfg.budget.children) as on_progress:
+        try:
+            _, summary = run_evolution(cfg, run_dir=run_dir, on_progress=on_progress)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]stopped[/]: continue with `evomerge evolve --resume {run_dir or cfg.run_dir()}`")
+            raise typer.Exit(130) from None
+    out.print(summary_table(summary))
+    out.print(f"run folder: {run_dir or cfg.run_dir()} (best/, summary.json, evolution.pkl, journal.bin)")
+
+
+@app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
     """Show a run's progress and its Pareto front (reads the storage; safe while the run is going)."""
     from evomerge.study.display import front_table

@@ -7,6 +7,8 @@ snapshot + journal so a killed run resumes without re-evaluating a single child.
 """
 
 from evomerge.evolve.base import Child, ModelEvolution
+from evomerge.evolve.cycleqd import CycleQD
 from evomerge.evolve.flat import FlatLayout
+from evomerge.evolve.m2n2 import M2N2
 
-__all__ = ["Child", "FlatLayout", "ModelEvolution"]
+__all__ = ["M2N2", "Child", "CycleQD", "FlatLayout", "ModelEvolution"]

@@ -77,6 +77,8 @@ def evolve(algorithm: ModelEvolution, evaluate: Callable[[Child], np.ndarray | N
         journal.reset()
 
     progress = EvolveProgress(algorithm.n_told, children, elapsed(), failed, replayed)
+    if on_progress is not None:
+        on_progress(progress)
     try:
         while (children is None or algorithm.n_told < children) and (wall_time_s is None or elapsed() < wall_time_s):
             child = algorithm.ask()

@@ -75,7 +75,8 @@ class FlatLayout:
         if vector.shape != (self.size,):
             raise CheckpointError(f"genome has shape {vector.shape}, the layout needs ({self.size},)")
         params = dict(model.named_parameters())
-        flat = torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float32))
+        vector = np.ascontiguousarray(vector, dtype=np.float32)
+        flat = torch.from_numpy(vector if vector.flags.writeable else vector.copy())
         with torch.no_grad():
             for e in self.entries:
                 params[e.name].copy_(flat[e.offset: e.offset + e.numel].view(e.shape))

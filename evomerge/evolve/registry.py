@@ -1,0 +1,49 @@
+"""Build an evolve config's algorithm: the class, its starting genomes and how a child is scored.
+
+M2N2 evolves whole models and competes on per-example scores; CycleQD evolves task vectors
+(relative to ``init.base``) and keeps one archive per task, so it needs per-task scores.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import numpy as np
+
+from evomerge.errors import ConfigError
+from evomerge.evolve.base import Child, ModelEvolution
+from evomerge.evolve.config import EvolveConfig
+from evomerge.evolve.problem import ModelTasksProblem
+
+Built = tuple[ModelEvolution, Callable[[Child], np.ndarray], Callable[[np.ndarray], np.ndarray]]
+
+
+def _check_options(cls: type, options: dict, fixed: tuple[str, ...]) -> None:
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", *fixed)]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{cls.name}: no option(s) {unknown}; its options are {allowed}")
+
+
+def build_algorithm(config: EvolveConfig, problem: ModelTasksProblem, starts: list[np.ndarray]) -> Built:
+    """(algorithm, evaluate(child) -> scores, to_weights(genome) -> model weights)."""
+    if config.algorithm == "m2n2":
+        from evomerge.evolve.m2n2 import M2N2
+
+        _check_options(M2N2, config.options, ("initial", "n_scores", "seed"))
+        n_examples = problem.score(starts[0]).per_example.size
+        algorithm = M2N2(starts, n_examples, seed=config.seed, **config.options)
+        return algorithm, lambda child: problem.score(child.genome).per_example, lambda genome: genome
+    if config.algorithm == "cycleqd":
+        from evomerge.evolve.cycleqd import CycleQD
+
+        _check_options(CycleQD, config.options, ("layout", "experts", "seed", "n_tasks"))
+        base = problem.genome_of(config.init.base)
+        if len(starts) != len(problem.tasks):
+            raise ConfigError(f"cycleqd keeps one archive per task: {len(starts)} experts in init.models but "
+                              f"{len(problem.tasks)} tasks")
+        algorithm = CycleQD(problem.layout, [s - base for s in starts], seed=config.seed, **config.options)
+        return (algorithm, lambda child: problem.score(base + child.genome).per_task,
+                lambda genome: base + genome)
+    raise ConfigError(f"unknown algorithm {config.algorithm!r}")
