@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from evomerge.errors import ConfigError, EvomergeError
+from evomerge.interrupt import stop_on_interrupt
 
 app = typer.Typer(
     name="evomerge",
@@ -160,14 +161,15 @@ def _search(config, run_dir: Path | None, finalize: bool) -> None:
     from evomerge.study.stages import is_two_stage, run_two_stages
     from evomerge.study.study import Study
 
-    if is_two_stage(config):
-        total = config.budget.evaluations and config.budget.evaluations // 2
-        with live_progress(console, total) as on_progress:
-            study, summary = run_two_stages(config, on_progress, on_stage=lambda msg: console.print(msg))
-    else:
-        study = Study.open(run_dir) if run_dir is not None else Study.create(config)
-        with live_progress(console, config.budget.evaluations) as on_progress:
-            summary = study.run(on_progress=on_progress)
+    with stop_on_interrupt():
+        if is_two_stage(config):
+            total = config.budget.evaluations and config.budget.evaluations // 2
+            with live_progress(console, total) as on_progress:
+                study, summary = run_two_stages(config, on_progress, on_stage=lambda msg: console.print(msg))
+        else:
+            study = Study.open(run_dir) if run_dir is not None else Study.create(config)
+            with live_progress(console, config.budget.evaluations) as on_progress:
+                summary = study.run(on_progress=on_progress)
     try:
         if summary.stopped_early:
             console.print(f"[yellow]stopped[/]: {summary.n_trials} trials are recorded; continue with "
@@ -239,12 +241,16 @@ def evolve(
         cfg, run_dir = EvolveConfig.load(stored), resume
     else:
         cfg, run_dir = EvolveConfig.load(config), None
-    with evolve_progress(console, cfg.budget.children) as on_progress:
+    with stop_on_interrupt("stopping after the current child (Ctrl-C again to abort now)"), \
+            evolve_progress(console, cfg.budget.children) as on_progress:
         try:
-            _, summary = run_evolution(cfg, run_dir=run_dir, on_progress=on_progress)
+            progress, summary = run_evolution(cfg, run_dir=run_dir, on_progress=on_progress)
         except KeyboardInterrupt:
-            console.print(f"[yellow]stopped[/]: continue with `evomerge evolve --resume {run_dir or cfg.run_dir()}`")
-            raise typer.Exit(130) from None
+            progress, summary = None, None
+    if summary is None:
+        done = "" if progress is None else f"{progress.children} children are saved; "
+        console.print(f"[yellow]stopped[/]: {done}continue with `evomerge evolve --resume {run_dir or cfg.run_dir()}`")
+        raise typer.Exit(130)
     out.print(summary_table(summary))
     out.print(f"run folder: {run_dir or cfg.run_dir()} (best/, summary.json, evolution.pkl, journal.bin)")
 

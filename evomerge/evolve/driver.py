@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evomerge import interrupt
 from evomerge.evolve.base import Child, EvolutionError, ModelEvolution
 from evomerge.evolve.journal import Journal, read_journal
 from evomerge.study.checkpoint import load_pickle, save_pickle
@@ -35,6 +36,7 @@ class EvolveProgress:
     replayed: int  # children told from the journal on this resume, without evaluation
     last: Child | None = None
     last_scores: np.ndarray | None = None
+    stopped: bool = False  # Ctrl-C: the budget is not spent; resume continues
 
 
 def evolve(algorithm: ModelEvolution, evaluate: Callable[[Child], np.ndarray | None], run_dir: str | Path, *,
@@ -95,6 +97,9 @@ def evolve(algorithm: ModelEvolution, evaluate: Callable[[Child], np.ndarray | N
             progress = EvolveProgress(algorithm.n_told, children, elapsed(), failed, replayed, child, scores)
             if on_progress is not None:
                 on_progress(progress)
+            if interrupt.requested():
+                progress.stopped = True
+                break
         snapshot()
     finally:
         journal.close()

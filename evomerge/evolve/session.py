@@ -75,8 +75,12 @@ def build(config: EvolveConfig) -> Setup:
 
 
 def run_evolution(config: EvolveConfig, *, run_dir: Path | None = None,
-                  on_progress: Callable[[EvolveProgress], None] | None = None) -> tuple[EvolveProgress, dict[str, Any]]:
-    """Evolve to the budget (resuming whatever the folder holds), then export ``best/`` and the summary."""
+                  on_progress: Callable[[EvolveProgress], None] | None = None
+                  ) -> tuple[EvolveProgress, dict[str, Any] | None]:
+    """Evolve to the budget (resuming whatever the folder holds), then export ``best/`` and the summary.
+
+    The summary is ``None`` when the run was stopped by Ctrl-C before its budget was spent.
+    """
     if run_dir is None:
         config = config.resolved()
         setup = build(config)  # before claiming the folder: a config that cannot run must not take it
@@ -86,6 +90,8 @@ def run_evolution(config: EvolveConfig, *, run_dir: Path | None = None,
     progress = evolve(setup.algorithm, setup.evaluate, run_dir, children=config.budget.children,
                       wall_time_s=config.budget.wall_time_s, snapshot_every_s=config.snapshot_every_s,
                       on_progress=on_progress)
+    if progress.stopped:
+        return progress, None
     summary = finalize(config, setup, run_dir, progress)
     return progress, summary
 

@@ -171,6 +171,11 @@ class Strategy(ABC):
         """Genomes asked and not yet told, in ask order."""
         return []
 
+    @property
+    def finished(self) -> bool:
+        """True once the strategy has nothing left to propose (MAP after re-evaluating its front): the Study stops."""
+        return False
+
     def best(self) -> list[Evaluated]:
         """Best told genome (single objective) or the non-dominated told genomes (several objectives)."""
         return list(self._front)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from evomerge import interrupt
 from evomerge.errors import ConfigError
 from evomerge.exec.base import Candidate, EvalResult, Runner
 from evomerge.study.archive import Archive
@@ -238,8 +239,10 @@ class Study:
 
         report(None)
         try:
-            while not out_of_budget():
+            while not out_of_budget() and not self.strategy.finished:
                 genomes = self.strategy.ask(self.config.strategy.batch_size if self.strategy.supports_async else None)
+                if not genomes:
+                    break  # nothing to evaluate and this loop tells whole batches: waiting would spin forever
                 candidates = [Candidate(key=genome_key(g), recipe=self.space.decode(g), genome=np.asarray(g))
                               for g in genomes]
                 reused += sum(c.key in records for c in candidates)
@@ -259,13 +262,17 @@ class Study:
                                                       objectives=result.objectives, genome=cand.genome,
                                                       recipe=recipe, user_attrs={})
                     report(result)
-                    if budget.wall_time_s is not None and elapsed() >= budget.wall_time_s:
+                    if interrupt.requested() or (budget.wall_time_s is not None and elapsed() >= budget.wall_time_s):
                         complete = all(c.key in records for c in candidates)
                         break
                 if not complete:
+                    stopped_early = interrupt.requested()
                     break  # the generation is unfinished: no tell, a resume with more budget re-asks it
                 self.strategy.tell(genomes, [self._strategy_value(records[c.key]) for c in candidates])
                 self._save_checkpoint(elapsed())
+                if interrupt.requested():
+                    stopped_early = True
+                    break
         except KeyboardInterrupt:
             stopped_early = True
         summary = self.summary(stopped_early=stopped_early)

@@ -79,3 +79,33 @@ def test_cycleqd_run_on_tinylm(tmp_path: Path) -> None:
     assert summary["children"] == 5 and set(summary["models"]) == {"evolved", "start: math_a", "start: lang_b",
                                                                    "start: list_a"}
     assert (tmp_path / "run" / "best" / "tokenizer.json").is_file()
+
+
+
+def test_ctrl_c_stops_after_the_current_child_and_resume_finishes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from evomerge.evolve.driver import load_snapshot
+
+    config = write_config(tmp_path, budget={"children": 4000}, snapshot_every_s=3600)
+    proc = subprocess.Popen([sys.executable, "-m", "evomerge", "evolve", str(config)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    journal = tmp_path / "run" / "journal.bin"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not journal.exists() or journal.stat().st_size < 50_000):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "children are saved" in err and "--resume" in err
+    done = load_snapshot(tmp_path / "run")["algorithm"]["n_told"]
+    assert 0 < done < 4000  # stopped mid-run, the state saved at the stop
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+    result = CliRunner().invoke(app, ["evolve", "--resume", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["children"] == 4000

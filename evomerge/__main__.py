@@ -1,0 +1,5 @@
+"""`python -m evomerge`: the same as the `evomerge` command."""
+
+from evomerge.cli import main
+
+main()
