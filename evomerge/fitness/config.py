@@ -159,8 +159,17 @@ class LmEvalSpec(_TaskBase):
         return self
 
 
+class WeightDistanceSpec(_TaskBase):
+    """Mean |θ − θ₀| of the candidate's parameters to a ``base`` checkpoint: MM-MO's sparsity objective
+    (arXiv 2407.00487). It reads the model, not the recipe, and has no data: every split scores the same."""
+
+    kind: Literal["weight_distance"]
+    base: str = Field(min_length=1)  # checkpoint folder or .safetensors file, relative to the YAML
+
+
 TaskSpec = Annotated[
-    GenerationSpec | MultipleChoiceSpec | PerplexitySpec | ClassificationSpec | HttpSpec | LmEvalSpec,
+    GenerationSpec | MultipleChoiceSpec | PerplexitySpec | ClassificationSpec | HttpSpec | LmEvalSpec
+    | WeightDistanceSpec,
     Field(discriminator="kind"),
 ]
 

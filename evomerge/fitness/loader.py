@@ -19,6 +19,7 @@ from evomerge.fitness.config import (
     MultipleChoiceSpec,
     PerplexitySpec,
     TaskSpec,
+    WeightDistanceSpec,
 )
 
 _SPEC = TypeAdapter(TaskSpec)
@@ -29,7 +30,8 @@ def _format_error(path: Path, exc: ValidationError) -> str:
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         # drop the union tag pydantic inserts ("generation", "DataFiles", ...) so the key reads like the YAML
-        if loc and loc[0] in {"generation", "multiple_choice", "perplexity", "classification", "http", "lm_eval"}:
+        if loc and loc[0] in {"generation", "multiple_choice", "perplexity", "classification", "http", "lm_eval",
+                              "weight_distance"}:
             loc = loc[1:]
         loc = [p for p in loc if p not in {"DataFiles", "DataSource"}]
         key = ".".join(loc) or "<top level>"
@@ -43,7 +45,7 @@ def parse_spec(raw: Any, path: Path) -> Any:
         raise ConfigError(f"{path}: a fitness task must be a YAML mapping, got {type(raw).__name__}")
     if "kind" not in raw:
         raise ConfigError(f"{path}: key 'kind' is missing (one of generation, multiple_choice, perplexity, "
-                          "classification, http, lm_eval)")
+                          "classification, http, lm_eval, weight_distance)")
     try:
         return _SPEC.validate_python(raw)
     except ValidationError as exc:
@@ -57,10 +59,12 @@ def task_from_spec(spec: Any, base_dir: Path, source: str = "<memory>") -> Fitne
     from evomerge.fitness.http_scorer import HttpTask
     from evomerge.fitness.likelihood import MultipleChoiceTask, PerplexityTask
     from evomerge.fitness.lm_eval_adapter import LmEvalTask
+    from evomerge.fitness.weight_distance import WeightDistanceTask
 
     table: dict[type, Any] = {
         GenerationSpec: GenerationTask, MultipleChoiceSpec: MultipleChoiceTask, PerplexitySpec: PerplexityTask,
         ClassificationSpec: ClassificationTask, HttpSpec: HttpTask, LmEvalSpec: LmEvalTask,
+        WeightDistanceSpec: WeightDistanceTask,
     }
     return table[type(spec)](spec, base_dir, source)
 

@@ -2,7 +2,8 @@
 
 ``make_strategy(name, problem, seed=..., **options)`` builds one from the registry:
 ``cma``, ``sep-cma`` (arXiv 2403.13187 defaults), ``nsga2``, ``nsga3``, ``tpe``, ``gp`` (Optuna
-samplers) and ``random``.
+samplers), ``random``, ``mm-mo`` (multi-objective BO, arXiv 2407.00487), and MAP's surrogate fronts
+``map``, ``bayes-map``, ``nested-map`` (arXiv 2406.07529).
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ from typing import Any
 
 from evomerge.errors import ConfigError
 from evomerge.strategies.base import Evaluated, Genome, Problem, Strategy, StrategyError, default_popsize, genome_key
+from evomerge.strategies.bayes_map import BayesianMAPStrategy
 from evomerge.strategies.cmaes import CMAStrategy, SepCMAStrategy
+from evomerge.strategies.map_surrogate import MAPStrategy
+from evomerge.strategies.mobo import MMMOStrategy
+from evomerge.strategies.nested_map import NestedMAPStrategy
 from evomerge.strategies.optuna_based import GPStrategy, NSGAIIIStrategy, NSGAIIStrategy, OptunaStrategy, TPEStrategy
+from evomerge.strategies.preference import select_by_preference
 from evomerge.strategies.random_search import RandomStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -28,7 +34,8 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-for _cls in (CMAStrategy, SepCMAStrategy, NSGAIIStrategy, NSGAIIIStrategy, TPEStrategy, GPStrategy, RandomStrategy):
+for _cls in (CMAStrategy, SepCMAStrategy, NSGAIIStrategy, NSGAIIIStrategy, TPEStrategy, GPStrategy, RandomStrategy,
+             MAPStrategy, BayesianMAPStrategy, NestedMAPStrategy, MMMOStrategy):
     register(_cls)
 
 
@@ -47,12 +54,16 @@ def make_strategy(name: str, problem: Problem, *, seed: int, **options: Any) -> 
 
 __all__ = [
     "STRATEGIES",
+    "BayesianMAPStrategy",
     "CMAStrategy",
     "Evaluated",
     "GPStrategy",
     "Genome",
+    "MAPStrategy",
+    "MMMOStrategy",
     "NSGAIIIStrategy",
     "NSGAIIStrategy",
+    "NestedMAPStrategy",
     "OptunaStrategy",
     "Problem",
     "RandomStrategy",
@@ -64,4 +75,5 @@ __all__ = [
     "genome_key",
     "make_strategy",
     "register",
+    "select_by_preference",
 ]

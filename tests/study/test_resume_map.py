@@ -1,0 +1,42 @@
+"""A MAP run (strategy ``map``) killed at record and checkpoint points resumes to the uninterrupted run's trials."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib puts no test folder on sys.path
+from test_resume import cli, trials, write_config
+
+ZDT1 = {"target": "faults:slow_zdt1", "dim": 2,
+        "objectives": [{"name": "f1", "direction": "minimize"}, {"name": "f2", "direction": "minimize"}]}
+
+
+@pytest.mark.parametrize(("strategy", "mid_last_batch"), [("map", "record:5"), ("nested-map", "record:1")])
+def test_map_killed_mid_design_and_mid_front_resumes_to_the_uninterrupted_trials(tmp_path, strategy, mid_last_batch):
+    options = {"population": 20, "generations": 20}
+    ref_cfg = write_config(tmp_path, "ref", strategy=strategy, evaluations=100, options=options, **ZDT1)
+    res = cli("run", str(ref_cfg), "--no-test")
+    assert res.returncode == 0, res.stderr
+    reference = trials(tmp_path / "ref", "ref")
+    assert 12 < len(reference) < 100  # the strategy finished by itself, well inside the budget
+
+    cfg = write_config(tmp_path, "killed", strategy=strategy, evaluations=100, options=options, **ZDT1)
+    # mid-design, between the design's tell and its checkpoint, then the same in the last batch (map: the front;
+    # nested-map with two tasks: the single model its 2-D MAP picks)
+    crashes = ["record:3", "checkpoint:1", mid_last_batch, "checkpoint:1"]
+    res = cli("run", str(cfg), "--no-test", env_extra={"EVOMERGE_CRASH_AT": crashes[0]})
+    assert res.returncode == 9
+    for spec in crashes[1:]:
+        res = cli("resume", str(tmp_path / "killed"), "--no-test", env_extra={"EVOMERGE_CRASH_AT": spec})
+        assert res.returncode == 9, res.stderr
+    res = cli("resume", str(tmp_path / "killed"), "--no-test")
+    assert res.returncode == 0, res.stderr
+    resumed = trials(tmp_path / "killed", "killed")
+    keys = [k for k, _, _ in resumed]
+    assert len(keys) == len(set(keys)), "an evaluation was recorded twice"
+    assert resumed == reference
+    res = cli("resume", str(tmp_path / "killed"), "--no-test")  # a finished run stays finished
+    assert res.returncode == 0 and trials(tmp_path / "killed", "killed") == reference
