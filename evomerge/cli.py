@@ -158,12 +158,14 @@ def _search(config, run_dir: Path | None, finalize: bool) -> None:
     """Run or resume (``run_dir``) a search, one- or two-stage, with a live progress display."""
     _quiet_optuna()
     from evomerge.study.display import front_table, live_progress
-    from evomerge.study.stages import is_two_stage, run_two_stages
+    from evomerge.study.stages import is_two_stage, run_two_stages, space_kind
     from evomerge.study.study import Study
 
     with stop_on_interrupt():
         if is_two_stage(config):
-            total = config.budget.evaluations and config.budget.evaluations // 2
+            # PS+DFS halves the budget; LoRA Evo-Merging splits it unevenly: counts without a bar then
+            halves = space_kind(config) == "ps_dfs" and config.budget.evaluations
+            total = config.budget.evaluations // 2 if halves else None
             with live_progress(console, total) as on_progress:
                 study, summary = run_two_stages(config, on_progress, on_stage=lambda msg: console.print(msg))
         else:

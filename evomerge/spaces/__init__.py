@@ -54,7 +54,12 @@ def build_space(config: dict[str, Any] | SpaceConfigModel, sources: Sources) -> 
     """The search space ``config`` describes over ``sources``; errors name the key at fault.
 
     For ``kind: ps_dfs`` this is stage one (the PS space); stage two comes from ``dfs_stage``.
+    LoRA kinds (``lora_evo``, ``lora_stage``: merging PEFT adapters) are built by ``evomerge.lora``.
     """
+    if isinstance(config, dict) and config.get("kind") in ("lora_evo", "lora_stage"):
+        from evomerge.lora.space import build_lora_space
+
+        return build_lora_space(config, sources)
     cfg = parse_space_config(config)
     if isinstance(cfg, PSConfig):
         return PSSpace(cfg, sources)

@@ -21,9 +21,14 @@ from evomerge.study.study import Progress, Study, StudySummary, claim_run_dir
 WINNER_DIR = "winner"
 
 
-def is_two_stage(config: RunConfig) -> bool:
+def space_kind(config: RunConfig) -> str | None:
     raw = _load(config.space) if isinstance(config.space, str) else config.space
-    return raw.get("kind") == "ps_dfs"
+    return raw.get("kind")
+
+
+def is_two_stage(config: RunConfig) -> bool:
+    """PS+DFS, and the LoRA searches (Evo-Merging's two stages, or one of its stage folders), run here."""
+    return space_kind(config) in ("ps_dfs", "lora_evo", "lora_stage")
 
 
 def _load(path: str) -> dict[str, Any]:
@@ -75,6 +80,11 @@ def stage_configs(config: RunConfig, winner: Path | None) -> tuple[RunConfig, Ru
 def run_two_stages(config: RunConfig, on_progress: Callable[[Progress], None] | None = None,
                    on_stage: Callable[[str], None] | None = None) -> tuple[Study, StudySummary]:
     """Run (or resume) both stages; returns the DFS stage's study and summary."""
+    raw = _load(config.space) if isinstance(config.space, str) else config.space
+    if raw.get("kind") in ("lora_evo", "lora_stage"):
+        from evomerge.lora.evo_merging import run_evo_merging
+
+        return run_evo_merging(config, on_progress, on_stage)
     from evomerge.materialize.streaming import merge_to_disk
     from evomerge.recipe.model import Recipe
 

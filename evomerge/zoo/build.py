@@ -21,6 +21,7 @@ from evomerge.errors import ConfigError
 from evomerge.zoo.digits import DigitsRecipe, build_digits
 from evomerge.zoo.tasks import write_digits_tasks
 from evomerge.zoo.tinylm import TinyLMRecipe, build_tinylm
+from evomerge.zoo.tinylm_lora import TinyLoraRecipe, build_tinylm_lora
 
 ZOO_VERSION = "1"
 STAMP = "zoo-stamp.json"
@@ -30,10 +31,22 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class ZooEntry:
+    """A zoo build. ``extends``: an entry whose built folder this one adds ``members`` to, with its own stamp.
+
+    An extending entry's recipe carries the extended entry's recipe as ``parent`` (so its hash
+    changes with it); rebuilding the extended entry deletes the whole folder, extensions included.
+    """
+
     name: str
     description: str
     default_recipe: Callable[[], Any]
     members: tuple[str, ...]  # sub-folders a finished build must hold
+    extends: str | None = None
+    stamp: str = STAMP
+
+    @property
+    def folder_name(self) -> str:
+        return self.extends or self.name
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -42,6 +55,9 @@ ZOO: dict[str, ZooEntry] = {
                        TinyLMRecipe, ("base", "math_a", "lang_b", "list_a", "tasks")),
     "digits": ZooEntry("digits", "MLP 64-256-10 on sklearn 8x8 digits: shared init, experts 0-4 / 5-9, "
                        "20 random inits", DigitsRecipe, ("init", "expert_0_4", "expert_5_9", "random")),
+    "tinylm-lora": ZooEntry("tinylm-lora", "PEFT LoRA adapters (r 8, every linear layer) of tinylm/base, one per "
+                            "skill: tinylm/lora_math_a, lora_lang_b, lora_list_a", TinyLoraRecipe,
+                            ("lora_math_a", "lora_lang_b", "lora_list_a"), extends="tinylm", stamp="lora-stamp.json"),
 }
 
 
@@ -65,14 +81,18 @@ def entry(name: str) -> ZooEntry:
 
 
 def is_built(name: str, out_dir: str | Path | None = None, recipe: Any = None) -> bool:
-    """True when ``OUT/NAME`` holds a finished build of exactly this recipe."""
-    folder = Path(out_dir or default_out_dir()) / name
-    recipe = recipe or entry(name).default_recipe()
+    """True when ``OUT/NAME`` (an extension: its parent's folder) holds a finished build of exactly this recipe."""
+    spec = entry(name)
+    out = Path(out_dir or default_out_dir())
+    folder = out / spec.folder_name
+    recipe = recipe or spec.default_recipe()
+    if spec.extends is not None and not is_built(spec.extends, out, recipe.parent):
+        return False
     try:
-        stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
+        stamp = json.loads((folder / spec.stamp).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return stamp.get("hash") == recipe_hash(name, recipe) and all((folder / m).exists() for m in entry(name).members)
+    return stamp.get("hash") == recipe_hash(name, recipe) and all((folder / m).exists() for m in spec.members)
 
 
 def build_zoo(name: str, out_dir: str | Path | None = None, *, recipe: Any = None, force: bool = False,
@@ -83,16 +103,27 @@ def build_zoo(name: str, out_dir: str | Path | None = None, *, recipe: Any = Non
     """
     spec = entry(name)
     recipe = recipe or spec.default_recipe()
-    folder = Path(out_dir or default_out_dir()) / name
-    if not force and is_built(name, folder.parent, recipe):
+    out = Path(out_dir or default_out_dir())
+    folder = out / spec.folder_name
+    if spec.extends is not None:
+        tasks_dir = None  # the extended entry owns the folder's tasks
+    if not force and is_built(name, out, recipe):
         if tasks_dir is not None:
             _copy_tasks(name, folder, Path(tasks_dir))
         return folder
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    if spec.extends is not None:
+        build_zoo(spec.extends, out, recipe=recipe.parent, progress=progress)  # instant when already built
+        (folder / spec.stamp).unlink(missing_ok=True)
+        for member in spec.members:
+            shutil.rmtree(folder / member, ignore_errors=True)
+    else:
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
     if name == "tinylm":
         facts = build_tinylm(folder, recipe, progress=progress)
+    elif name == "tinylm-lora":
+        facts = build_tinylm_lora(folder, recipe, progress=progress)
     else:
         facts = build_digits(folder, recipe, progress=progress)
         write_digits_tasks(folder / "tasks")
@@ -103,7 +134,11 @@ def build_zoo(name: str, out_dir: str | Path | None = None, *, recipe: Any = Non
 
     stamp = {"name": name, "hash": recipe_hash(name, recipe), "zoo_version": ZOO_VERSION,
              "torch": torch.__version__, "transformers": transformers.__version__, "facts": facts}
-    (folder / STAMP).write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    if name == "tinylm-lora":
+        import peft
+
+        stamp["peft"] = peft.__version__
+    (folder / spec.stamp).write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return folder
 
 

@@ -12,8 +12,8 @@ from rich.table import Table
 from evomerge.errors import EvomergeError
 from evomerge.zoo.build import REPO_ROOT, ZOO, build_zoo, default_out_dir, is_built
 
-app = typer.Typer(help="Build the tiny model zoo (tinylm, digits) that evomerge's demos and tests run on.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Build the tiny model zoo (tinylm, tinylm-lora, digits) that evomerge's demos and tests "
+                  "run on.", no_args_is_help=True)
 console = Console()
 
 
@@ -53,7 +53,8 @@ def list_(
     out_dir = out or default_out_dir()
     table = Table("name", "built", "folder", "what")
     for name, spec in ZOO.items():
-        table.add_row(name, "yes" if is_built(name, out_dir) else "no", str(out_dir / name), spec.description)
+        table.add_row(name, "yes" if is_built(name, out_dir) else "no", str(out_dir / spec.folder_name),
+                      spec.description)
     console.print(table)
 
 

@@ -124,6 +124,27 @@ def expert_item(rng: random.Random, expert: str, held_out: frozenset[str]) -> L.
             return item.in_lang(task.lang)
 
 
+def expert_example_source(rng: random.Random, expert: str, recipe: TinyLMRecipe, held_out: frozenset[str],
+                          encode: Callable[[list[str]], list[list[int]]], bos: int, eos: int, *,
+                          replay: float) -> Callable[[int], list[tuple[list[int], int]]]:
+    """``n -> examples`` for fine-tuning on ``expert``'s skill: (ids, number of leading ids the loss skips).
+
+    A ``replay`` share of each draw is base documents (loss on every token), against forgetting; the
+    task items are scored on their answers only. Shared by the full experts and the LoRA adapters, so
+    both see the same data stream for the same ``rng`` seed.
+    """
+
+    def make(n: int) -> list[tuple[list[int], int]]:
+        n_replay = round(n * replay)
+        items = [expert_item(rng, expert, held_out) for _ in range(n - n_replay)]
+        prompts, answers = encode([i.prompt for i in items]), encode([i.answer for i in items])
+        task = [([bos, *p, *a, eos], 1 + len(p)) for p, a in zip(prompts, answers, strict=True)]
+        docs = encode([base_document(rng, recipe, held_out) for _ in range(n_replay)])
+        return task + [([bos, *ids, eos], 0) for ids in docs]
+
+    return make
+
+
 # ------------------------------------------------------------------ training
 def _model_config(recipe: TinyLMRecipe, vocab_size: int, ids: dict[str, int]):
     from transformers import LlamaConfig
@@ -165,9 +186,14 @@ def _lr_at(step: int, total: int, peak: float, floor: float, warmup: int) -> flo
 
 def _train(model, make_examples: Callable[[int], list[tuple[list[int], int]]], *, steps: int, batch: int,
            lr: float, min_lr: float, warmup: int, weight_decay: float, group: int, pad_id: int,
-           rng: random.Random, stage: str, progress: Progress | None) -> list[float]:
-    """AdamW with warmup + cosine decay; returns the loss curve (mean per 50 steps)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+           rng: random.Random, stage: str, progress: Progress | None,
+           params: list[torch.nn.Parameter] | None = None) -> list[float]:
+    """AdamW with warmup + cosine decay; returns the loss curve (mean per 50 steps).
+
+    ``params``: what to train (a LoRA's A and B matrices); default every parameter of ``model``.
+    """
+    params = list(model.parameters()) if params is None else params
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
     model.train()
     queue: list = []
     losses, window = [], []
@@ -179,7 +205,7 @@ def _train(model, make_examples: Callable[[int], list[tuple[list[int], int]]], *
             g["lr"] = _lr_at(step, steps, lr, min_lr, warmup)
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         window.append(loss.item())
@@ -240,14 +266,8 @@ def build_tinylm(out_dir: str | Path, recipe: TinyLMRecipe | None = None, *, tas
         rng = random.Random(recipe.seed * 1000 + 17 + k)
         torch.manual_seed(recipe.seed * 1000 + 17 + k)
 
-        def expert_examples(n: int, expert: str = expert, rng: random.Random = rng) -> list[tuple[list[int], int]]:
-            n_replay = round(n * recipe.expert_replay)
-            items = [expert_item(rng, expert, held_out) for _ in range(n - n_replay)]
-            prompts, answers = encode([i.prompt for i in items]), encode([i.answer for i in items])
-            task = [([bos, *p, *a, eos], 1 + len(p)) for p, a in zip(prompts, answers, strict=True)]
-            replay = encode([base_document(rng, recipe, held_out) for _ in range(n_replay)])
-            return task + [([bos, *ids, eos], 0) for ids in replay]
-
+        expert_examples = expert_example_source(rng, expert, recipe, held_out, encode, bos, eos,
+                                                replay=recipe.expert_replay)
         facts[f"{expert}_loss"] = _train(
             model, expert_examples, steps=recipe.expert_steps, batch=recipe.expert_batch, lr=recipe.expert_lr,
             min_lr=recipe.expert_lr, warmup=recipe.expert_warmup, weight_decay=0.0, group=recipe.length_group,
