@@ -7,7 +7,6 @@ driver's snapshot and journal, ``best/`` (a loadable checkpoint of the algorithm
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from evomerge.evolve.config import CONFIG_FILE, EvolveConfig
 from evomerge.evolve.driver import EvolveProgress, evolve
 from evomerge.evolve.problem import ModelTasksProblem
 from evomerge.io.writer import atomic_output_dir
-from evomerge.study.checkpoint import atomic_write_bytes
+from evomerge.study.checkpoint import atomic_write_bytes, claim_folder
 
 BEST_DIR = "best"
 SUMMARY_FILE = "summary.json"
@@ -32,18 +31,7 @@ SUMMARY_FILE = "summary.json"
 def claim_run_dir(config: EvolveConfig) -> Path:
     """The run folder of a resolved config, holding that config; one with another config is refused."""
     run_dir = config.run_dir()
-    stored, new = run_dir / CONFIG_FILE, config.to_yaml()
-    if stored.is_file():
-        old = stored.read_text()
-        if old != new:
-            diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"{stored} (stored)",
-                                                "new config"))
-            raise ConfigError(f"{run_dir} already holds an evolution with another config; refusing to mix them. "
-                              f"Use a new `output`, or `evomerge evolve --resume {run_dir}`.\n{diff}")
-        return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(stored, new.encode())
-    return run_dir
+    return claim_folder(run_dir, CONFIG_FILE, config.to_yaml(), f"evomerge evolve --resume {run_dir}")
 
 
 @dataclass

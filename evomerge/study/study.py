@@ -17,7 +17,6 @@ the trials of an uninterrupted one.
 
 from __future__ import annotations
 
-import difflib
 import json
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from evomerge.errors import ConfigError
 from evomerge.exec.base import Candidate, EvalResult, Runner
 from evomerge.study.archive import Archive
 from evomerge.study.box import BoxSpace
-from evomerge.study.checkpoint import atomic_write_bytes, load_pickle, save_pickle
+from evomerge.study.checkpoint import atomic_write_bytes, claim_folder, load_pickle, save_pickle
 from evomerge.study.config import RunConfig
 from evomerge.study.objectives import load_objectives, scalarize
 from evomerge.study.record import TrialRecord, TrialStore, genome_key
@@ -119,19 +118,7 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
 def claim_run_dir(config: RunConfig) -> Path:
     """The run folder of a resolved ``config``, holding that config; a folder with another config is refused."""
     run_dir = config.run_dir()
-    stored = run_dir / CONFIG_FILE
-    new = config.to_yaml()
-    if stored.is_file():
-        old = stored.read_text()
-        if old != new:
-            diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
-                                                f"{stored} (stored)", "new config"))
-            raise ConfigError(f"{run_dir} already holds a run with another config; refusing to mix them. "
-                              f"Use a new output folder, or `evomerge resume {run_dir}`.\n{diff}")
-        return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(stored, new.encode())
-    return run_dir
+    return claim_folder(run_dir, CONFIG_FILE, config.to_yaml(), f"evomerge resume {run_dir}")
 
 
 class Study:
