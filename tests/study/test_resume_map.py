@@ -1,4 +1,4 @@
-"""A MAP run (strategy ``map``) killed at record and checkpoint points resumes to the uninterrupted run's trials."""
+"""MAP-family and MM-MO runs killed at record and checkpoint points resume to the uninterrupted run's trials."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ ZDT1 = {"target": "faults:slow_zdt1", "dim": 2,
         "objectives": [{"name": "f1", "direction": "minimize"}, {"name": "f2", "direction": "minimize"}]}
 
 
-@pytest.mark.parametrize(("strategy", "mid_last_batch"), [("map", "record:5"), ("nested-map", "record:1")])
+@pytest.mark.parametrize(("strategy", "mid_last_batch"), [("map", "record:5"), ("nested-map", "record:1"),
+                                                           ("bayes-map", "record:3")])
 def test_map_killed_mid_design_and_mid_front_resumes_to_the_uninterrupted_trials(tmp_path, strategy, mid_last_batch):
     options = {"population": 20, "generations": 20}
     ref_cfg = write_config(tmp_path, "ref", strategy=strategy, evaluations=100, options=options, **ZDT1)
@@ -40,3 +41,24 @@ def test_map_killed_mid_design_and_mid_front_resumes_to_the_uninterrupted_trials
     assert resumed == reference
     res = cli("resume", str(tmp_path / "killed"), "--no-test")  # a finished run stays finished
     assert res.returncode == 0 and trials(tmp_path / "killed", "killed") == reference
+
+
+def test_mm_mo_killed_mid_batch_and_before_a_checkpoint_resumes_to_the_uninterrupted_trials(tmp_path):
+    ref_cfg = write_config(tmp_path, "ref", strategy="mm-mo", evaluations=18, **ZDT1)
+    res = cli("run", str(ref_cfg), "--no-test")
+    assert res.returncode == 0, res.stderr
+    reference = trials(tmp_path / "ref", "ref")
+    assert len(reference) == 18
+
+    cfg = write_config(tmp_path, "killed", strategy="mm-mo", evaluations=18, **ZDT1)
+    # in the random design, right after the first GP batch is told (before its checkpoint), mid second batch
+    res = cli("run", str(cfg), "--no-test", env_extra={"EVOMERGE_CRASH_AT": "record:4"})
+    assert res.returncode == 9
+    for spec in ("checkpoint:2", "record:3"):
+        res = cli("resume", str(tmp_path / "killed"), "--no-test", env_extra={"EVOMERGE_CRASH_AT": spec})
+        assert res.returncode == 9, res.stderr
+    res = cli("resume", str(tmp_path / "killed"), "--no-test")
+    assert res.returncode == 0, res.stderr
+    resumed = trials(tmp_path / "killed", "killed")
+    assert len({k for k, _, _ in resumed}) == len(resumed)
+    assert resumed == reference
