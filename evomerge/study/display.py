@@ -28,9 +28,27 @@ def live_progress(console: Console, total: int | None) -> Iterator:
                 info += f" · {p.failed} failed"
             if p.reused:
                 info += f" · {p.reused} restored"
+            if p.workers:
+                info += f" · {worker_summary(p.workers)}"
             bar.update(task, completed=p.done, info=info)
 
         yield update
+
+
+def worker_summary(states: list, max_listed: int = 4) -> str:
+    """Each worker as name:status/evaluated (a restart count when it has one); counts per status beyond a few."""
+    if len(states) > max_listed:
+        counts: dict[str, int] = {}
+        for st in states:
+            counts[st.status] = counts.get(st.status, 0) + 1
+        return "workers " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    parts = []
+    for st in states:
+        part = f"{st.name}:{st.status}/{st.evaluated}"
+        if st.restarts:
+            part += f" ({st.restarts} restarts)"
+        parts.append(part)
+    return " ".join(parts)
 
 
 def front_table(study: Study, summary: StudySummary) -> Table:

@@ -53,6 +53,7 @@ class Progress:
     failed: int
     last: EvalResult | None = None
     reused: int = 0
+    workers: list[Any] = field(default_factory=list)  # per-worker snapshots, for runners that have workers (Ray)
 
     @property
     def evals_per_min(self) -> float:
@@ -215,9 +216,11 @@ class Study:
 
         def report(last: EvalResult | None) -> None:
             if on_progress is not None:
+                states = getattr(self._runner, "worker_states", None)
                 on_progress(Progress(done=n_done(), budget=budget.evaluations, best=best(), elapsed_s=elapsed(),
                                      wall_budget_s=budget.wall_time_s, last=last, reused=reused,
-                                     failed=sum(r.status != "ok" for r in records.values())))
+                                     failed=sum(r.status != "ok" for r in records.values()),
+                                     workers=states() if callable(states) else []))
 
         def out_of_budget() -> bool:
             if budget.evaluations is not None and n_done() >= budget.evaluations:

@@ -108,3 +108,27 @@ def test_a_journal_file_storage_records_and_resumes_like_sqlite(tmp_path):
     reopened = Study.open(tmp_path / "j2")
     assert [r.key for r in reopened.store.records()] == [r.key for r in study.store.records()]
     assert reopened.run().n_trials == 8  # nothing left to do, nothing repeated
+
+
+def test_progress_reports_the_runners_workers_and_the_display_summarises_them(tmp_path):
+    from evomerge.exec.ray_runner import WorkerState
+    from evomerge.study.display import worker_summary
+
+    class WorkerRunner(FunctionRunner):
+        def worker_states(self) -> list[WorkerState]:
+            return [WorkerState("w0", "busy", evaluated=3), WorkerState("w1", "restarting", restarts=1)]
+
+    config = RunConfig.from_dict({
+        "name": "workers", "space": {"kind": "box", "dim": 2}, "strategy": {"name": "random", "batch_size": 2},
+        "objectives": [{"name": "sphere", "direction": "minimize"}], "budget": {"evaluations": 4},
+        "runner": {"type": "function", "target": "evomerge.exec.synthetic:sphere"}, "output": str(tmp_path / "w")})
+    seen = []
+    study = Study.create(config.resolved(), runner=WorkerRunner("evomerge.exec.synthetic:sphere"))
+    try:
+        study.run(on_progress=seen.append)
+    finally:
+        study.close()
+    assert seen[-1].done == 4 and [w.name for w in seen[-1].workers] == ["w0", "w1"]
+    assert worker_summary(seen[-1].workers) == "w0:busy/3 w1:restarting/0 (1 restarts)"
+    many = [WorkerState(f"w{i}", "busy" if i % 3 else "idle") for i in range(6)]
+    assert worker_summary(many) == "workers 4 busy, 2 idle"
