@@ -7,10 +7,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from evomerge.evolve.driver import EvolveProgress
+from evomerge.study.display import progress_columns
 
 
 @contextmanager
@@ -19,10 +20,8 @@ def evolve_progress(console: Console, total: int | None, min_interval_s: float =
 
     Redraws at most every ``min_interval_s`` (a digits child takes about a millisecond).
     """
-    columns = [TextColumn("[bold]evolve"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     state: dict[str, Any] = {"best": None, "drawn": 0.0}
-    with Progress(*columns, console=console, transient=False) as bar:
+    with Progress(*progress_columns("evolve"), console=console, transient=False) as bar:
         task = bar.add_task("", total=total, info="")
 
         def update(p: EvolveProgress) -> None:

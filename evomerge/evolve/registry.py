@@ -6,7 +6,6 @@ M2N2 evolves whole models and competes on per-example scores; CycleQD evolves ta
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -15,15 +14,9 @@ from evomerge.errors import ConfigError
 from evomerge.evolve.base import Child, ModelEvolution
 from evomerge.evolve.config import EvolveConfig
 from evomerge.evolve.problem import ModelTasksProblem
+from evomerge.strategies import check_options
 
 Built = tuple[ModelEvolution, Callable[[Child], np.ndarray], Callable[[np.ndarray], np.ndarray]]
-
-
-def _check_options(cls: type, options: dict, fixed: tuple[str, ...]) -> None:
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", *fixed)]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{cls.name}: no option(s) {unknown}; its options are {allowed}")
 
 
 def build_algorithm(config: EvolveConfig, problem: ModelTasksProblem, starts: list[np.ndarray]) -> Built:
@@ -31,14 +24,14 @@ def build_algorithm(config: EvolveConfig, problem: ModelTasksProblem, starts: li
     if config.algorithm == "m2n2":
         from evomerge.evolve.m2n2 import M2N2
 
-        _check_options(M2N2, config.options, ("initial", "n_scores", "seed"))
+        check_options(M2N2, config.options, ("initial", "n_scores", "seed"), "m2n2")
         n_examples = problem.score(starts[0]).per_example.size
         algorithm = M2N2(starts, n_examples, seed=config.seed, **config.options)
         return algorithm, lambda child: problem.score(child.genome).per_example, lambda genome: genome
     if config.algorithm == "cycleqd":
         from evomerge.evolve.cycleqd import CycleQD
 
-        _check_options(CycleQD, config.options, ("layout", "experts", "seed", "n_tasks"))
+        check_options(CycleQD, config.options, ("layout", "experts", "seed", "n_tasks"), "cycleqd")
         base = problem.genome_of(config.init.base)
         if len(starts) != len(problem.tasks):
             raise ConfigError(f"cycleqd keeps one archive per task: {len(starts)} experts in init.models but "

@@ -44,12 +44,16 @@ def make_strategy(name: str, problem: Problem, *, seed: int, **options: Any) -> 
     cls = STRATEGIES.get(name)
     if cls is None:
         raise ConfigError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
-    params = inspect.signature(cls.__init__).parameters
-    allowed = [p for p in params if p not in ("self", "problem", "seed")]
+    check_options(cls, options, ("problem", "seed"), f"strategy {name!r}")
+    return cls(problem, seed=seed, **options)
+
+
+def check_options(cls: type, options: dict[str, Any], fixed: tuple[str, ...], what: str) -> None:
+    """Refuse config options ``cls.__init__`` does not take (``fixed`` ones are the caller's), listing the valid."""
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", *fixed)]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ConfigError(f"strategy {name!r} has no option(s) {unknown}; its options are {allowed}")
-    return cls(problem, seed=seed, **options)
+        raise ConfigError(f"{what} has no option(s) {unknown}; its options are {allowed}")
 
 
 __all__ = [
@@ -71,6 +75,7 @@ __all__ = [
     "Strategy",
     "StrategyError",
     "TPEStrategy",
+    "check_options",
     "default_popsize",
     "genome_key",
     "make_strategy",

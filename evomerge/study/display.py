@@ -13,12 +13,16 @@ from evomerge.study.study import Progress as StudyProgress
 from evomerge.study.study import Study, StudySummary
 
 
+def progress_columns(label: str) -> list:
+    """label, bar, done/total, a free ``info`` field, elapsed and ETA: the one layout of every long job."""
+    return [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+
+
 @contextmanager
 def live_progress(console: Console, total: int | None) -> Iterator:
     """Yields an ``on_progress`` callback drawing evaluations done/budget, best so far, evals/min and ETA."""
-    columns = [TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False) as bar:
+    with Progress(*progress_columns("search"), console=console, transient=False) as bar:
         task = bar.add_task("", total=total, info="")
 
         def update(p: StudyProgress) -> None:

@@ -41,6 +41,19 @@ def cli(*args: str, env_extra: dict | None = None, timeout: float = 120) -> subp
                           env=env, timeout=timeout)
 
 
+def crash_then_resume(cfg: Path, run_dir: Path, crashes: list[str]) -> list[tuple[str, str, tuple]]:
+    """Run ``cfg`` dying at ``crashes[0]`` (an EVOMERGE_CRASH_AT spec), resume dying at each later one, then
+    resume to the end; returns the recorded trials. Every injected crash must really happen (exit 9)."""
+    res = cli("run", str(cfg), "--no-test", env_extra={"EVOMERGE_CRASH_AT": crashes[0]})
+    assert res.returncode == 9, res.stderr
+    for spec in crashes[1:]:
+        res = cli("resume", str(run_dir), "--no-test", env_extra={"EVOMERGE_CRASH_AT": spec})
+        assert res.returncode == 9, res.stderr
+    res = cli("resume", str(run_dir), "--no-test")
+    assert res.returncode == 0, res.stderr
+    return trials(run_dir, run_dir.name)
+
+
 def trials(run_dir: Path, name: str) -> list[tuple[str, str, tuple]]:
     """(genome key, state, values) of every recorded trial, in trial order.
 
@@ -78,15 +91,8 @@ def test_kill_at_checkpoint_and_record_points_then_resume_gives_the_uninterrupte
 
     # kill points: mid-batch right after a record, and between a tell and its checkpoint
     cfg = write_config(tmp_path, "killed", strategy=strategy, evaluations=40)
-    crashes = ["record:3", "checkpoint:2", "record:5", "checkpoint:1", "record:1"]
-    res = cli("run", str(cfg), "--no-test", env_extra={"EVOMERGE_CRASH_AT": crashes[0]})
-    assert res.returncode == 9
-    for spec in crashes[1:]:
-        res = cli("resume", str(tmp_path / "killed"), "--no-test", env_extra={"EVOMERGE_CRASH_AT": spec})
-        assert res.returncode == 9, res.stderr
-    res = cli("resume", str(tmp_path / "killed"), "--no-test")
-    assert res.returncode == 0, res.stderr
-    resumed = trials(tmp_path / "killed", "killed")
+    resumed = crash_then_resume(cfg, tmp_path / "killed", ["record:3", "checkpoint:2", "record:5", "checkpoint:1",
+                                                            "record:1"])
     keys = [k for k, _, _ in resumed]
     assert len(keys) == len(set(keys)), "an evaluation was recorded twice"
     assert resumed == reference

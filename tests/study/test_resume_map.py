@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib puts no test folder on sys.path
-from test_resume import cli, trials, write_config
+from test_resume import cli, crash_then_resume, trials, write_config
 
 ZDT1 = {"target": "faults:slow_zdt1", "dim": 2,
         "objectives": [{"name": "f1", "direction": "minimize"}, {"name": "f2", "direction": "minimize"}]}
@@ -27,15 +27,7 @@ def test_map_killed_mid_design_and_mid_front_resumes_to_the_uninterrupted_trials
     cfg = write_config(tmp_path, "killed", strategy=strategy, evaluations=100, options=options, **ZDT1)
     # mid-design, between the design's tell and its checkpoint, then the same in the last batch (map: the front;
     # nested-map with two tasks: the single model its 2-D MAP picks)
-    crashes = ["record:3", "checkpoint:1", mid_last_batch, "checkpoint:1"]
-    res = cli("run", str(cfg), "--no-test", env_extra={"EVOMERGE_CRASH_AT": crashes[0]})
-    assert res.returncode == 9
-    for spec in crashes[1:]:
-        res = cli("resume", str(tmp_path / "killed"), "--no-test", env_extra={"EVOMERGE_CRASH_AT": spec})
-        assert res.returncode == 9, res.stderr
-    res = cli("resume", str(tmp_path / "killed"), "--no-test")
-    assert res.returncode == 0, res.stderr
-    resumed = trials(tmp_path / "killed", "killed")
+    resumed = crash_then_resume(cfg, tmp_path / "killed", ["record:3", "checkpoint:1", mid_last_batch, "checkpoint:1"])
     keys = [k for k, _, _ in resumed]
     assert len(keys) == len(set(keys)), "an evaluation was recorded twice"
     assert resumed == reference
@@ -52,13 +44,6 @@ def test_mm_mo_killed_mid_batch_and_before_a_checkpoint_resumes_to_the_uninterru
 
     cfg = write_config(tmp_path, "killed", strategy="mm-mo", evaluations=18, **ZDT1)
     # in the random design, right after the first GP batch is told (before its checkpoint), mid second batch
-    res = cli("run", str(cfg), "--no-test", env_extra={"EVOMERGE_CRASH_AT": "record:4"})
-    assert res.returncode == 9
-    for spec in ("checkpoint:2", "record:3"):
-        res = cli("resume", str(tmp_path / "killed"), "--no-test", env_extra={"EVOMERGE_CRASH_AT": spec})
-        assert res.returncode == 9, res.stderr
-    res = cli("resume", str(tmp_path / "killed"), "--no-test")
-    assert res.returncode == 0, res.stderr
-    resumed = trials(tmp_path / "killed", "killed")
+    resumed = crash_then_resume(cfg, tmp_path / "killed", ["record:4", "checkpoint:2", "record:3"])
     assert len({k for k, _, _ in resumed}) == len(resumed)
     assert resumed == reference
