@@ -88,6 +88,12 @@ class Runner(ABC):
             return []
         return list(self.evaluate([queue.popleft()]))
 
+    def cancel(self) -> None:
+        """Forget every submitted candidate ``poll`` has not returned (the caller stopped early; a resume re-asks)."""
+        queue = getattr(self, "_submitted", None)
+        if queue:
+            queue.clear()
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release workers and devices."""
 

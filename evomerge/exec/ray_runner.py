@@ -311,6 +311,11 @@ class RayRunner(Runner):
                 return []
             self._pump(left)
 
+    def cancel(self) -> None:
+        for i in list(self._stream_ids):
+            self._abandon(i)
+        self._stream_ids.clear()
+
     def evaluate(self, candidates: Sequence[Candidate]) -> Iterator[EvalResult]:
         waiting = set(self._enqueue(candidates, stream=False))
         try:

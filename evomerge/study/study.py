@@ -35,6 +35,7 @@ from evomerge.study.checkpoint import atomic_write_bytes, claim_folder, load_pic
 from evomerge.study.config import RunConfig
 from evomerge.study.objectives import load_objectives, scalarize
 from evomerge.study.record import TrialRecord, TrialStore, genome_key
+from evomerge.study.stream import LoopHooks, StreamLoop, StreamState
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "strategy.pkl"
@@ -145,6 +146,7 @@ class Study:
                                 self.space.lower, self.space.upper)
         self._runner = runner
         self._elapsed_before = 0.0
+        self._stream_state: StreamState | None = None
         self._load_checkpoint()
 
     # ---- construction ---------------------------------------------------------------------------
@@ -175,14 +177,16 @@ class Study:
             state = load_pickle(path)
             self.strategy.load_state_dict(state["strategy"])
             self._elapsed_before = float(state.get("elapsed_s", 0.0))
+            if state.get("stream") is not None:
+                self._stream_state = StreamState.from_dict(state["stream"])
 
     def save_checkpoint(self, elapsed: float | None = None) -> None:
         """Public form for other drivers of the same strategy (the HTTP server checkpoints after each ask/tell)."""
         self._save_checkpoint(self._elapsed_before if elapsed is None else elapsed)
 
-    def _save_checkpoint(self, elapsed: float) -> None:
+    def _save_checkpoint(self, elapsed: float, stream: dict[str, Any] | None = None) -> None:
         save_pickle(self.run_dir / CHECKPOINT_FILE, {"strategy": self.strategy.state_dict(), "elapsed_s": elapsed,
-                                                    "version": 1})
+                                                    "stream": stream, "version": 1})
 
     # ---- values -----------------------------------------------------------------------------------
     def score(self, objectives: dict[str, float]) -> float:
@@ -197,18 +201,20 @@ class Study:
 
     # ---- the loop ---------------------------------------------------------------------------------
     def run(self, on_progress: Callable[[Progress], None] | None = None) -> StudySummary:
-        """Search until the budget is spent (or Ctrl-C), then report the front. Safe to call again after a crash."""
-        records = {r.key: r for r in self.store.records() if r.key}
+        """Search until the budget is spent (or Ctrl-C), then report the front. Safe to call again after a crash.
+
+        Strategies that take results out of order stream (``evomerge.study.stream``):
+        every free worker gets a new candidate at once. Generational ones (CMA-ES,
+        MAP, MM-MO) are asked a batch, which is evaluated in parallel and told whole.
+        """
+        stored = [r for r in self.store.records() if r.key]
+        records = {r.key: r for r in stored}
         budget = self.config.budget
         started = time.monotonic()
-        stopped_early = False
         reused = 0
 
         def elapsed() -> float:
             return self._elapsed_before + time.monotonic() - started
-
-        def n_done() -> int:
-            return len(records)
 
         def best() -> float | None:
             scores = [self.score(r.objectives) for r in records.values() if r.status == "ok"]
@@ -217,56 +223,69 @@ class Study:
         def report(last: EvalResult | None) -> None:
             if on_progress is not None:
                 states = getattr(self._runner, "worker_states", None)
-                on_progress(Progress(done=n_done(), budget=budget.evaluations, best=best(), elapsed_s=elapsed(),
+                on_progress(Progress(done=len(records), budget=budget.evaluations, best=best(), elapsed_s=elapsed(),
                                      wall_budget_s=budget.wall_time_s, last=last, reused=reused,
                                      failed=sum(r.status != "ok" for r in records.values()),
                                      workers=states() if callable(states) else []))
 
-        def out_of_budget() -> bool:
-            if budget.evaluations is not None and n_done() >= budget.evaluations:
-                return True
-            return budget.wall_time_s is not None and elapsed() >= budget.wall_time_s
+        def record(result: EvalResult, cand: Candidate, extra: dict[str, Any]) -> TrialRecord:
+            recipe = cand.recipe.to_dict() if cand.recipe is not None else None
+            number = self.store.add(result, cand.genome, recipe,
+                                    {"split": "train", "details": result.details, **extra})
+            rec = TrialRecord(number=number, key=result.key, status=result.status, objectives=result.objectives,
+                              genome=cand.genome, recipe=recipe, user_attrs=dict(extra))
+            records[result.key] = rec
+            return rec
 
+        def count_reused(n: int) -> None:
+            nonlocal reused
+            reused += n
+
+        hooks = LoopHooks(elapsed=elapsed, wall_budget_s=budget.wall_time_s, evaluations=budget.evaluations,
+                          record=record, report=report, count_reused=count_reused)
         report(None)
         try:
-            while not out_of_budget() and not self.strategy.finished:
-                genomes = self.strategy.ask(self.config.strategy.batch_size if self.strategy.supports_async else None)
-                if not genomes:
-                    break  # nothing to evaluate and this loop tells whole batches: waiting would spin forever
-                candidates = [Candidate(key=genome_key(g), recipe=self.space.decode(g), genome=np.asarray(g))
-                              for g in genomes]
-                reused += sum(c.key in records for c in candidates)
-                todo: dict[str, Candidate] = {}
-                for c in candidates:
-                    if c.key not in records and c.key not in todo:
-                        todo[c.key] = c
-                complete = True
-                if budget.evaluations is not None and n_done() + len(todo) > budget.evaluations:
-                    todo = dict(list(todo.items())[: budget.evaluations - n_done()])
-                    complete = False
-                for result in self.runner.evaluate(list(todo.values())):
-                    cand = todo[result.key]
-                    recipe = cand.recipe.to_dict() if cand.recipe is not None else None
-                    number = self.store.add(result, cand.genome, recipe, {"split": "train", "details": result.details})
-                    records[result.key] = TrialRecord(number=number, key=result.key, status=result.status,
-                                                      objectives=result.objectives, genome=cand.genome,
-                                                      recipe=recipe, user_attrs={})
-                    report(result)
-                    if interrupt.requested() or (budget.wall_time_s is not None and elapsed() >= budget.wall_time_s):
-                        complete = all(c.key in records for c in candidates)
-                        break
-                if not complete:
-                    stopped_early = interrupt.requested()
-                    break  # the generation is unfinished: no tell, a resume with more budget re-asks it
-                self.strategy.tell(genomes, [self._strategy_value(records[c.key]) for c in candidates])
-                self._save_checkpoint(elapsed())
-                if interrupt.requested():
-                    stopped_early = True
-                    break
+            if self.strategy.supports_async:
+                stopped_early = StreamLoop(self, hooks, self._stream_state).run(stored)
+            else:
+                stopped_early = self._run_generations(hooks, records)
         except KeyboardInterrupt:
             stopped_early = True
-        summary = self.summary(stopped_early=stopped_early)
-        return summary
+        return self.summary(stopped_early=stopped_early)
+
+    def _run_generations(self, hooks: LoopHooks, records: dict[str, TrialRecord]) -> bool:
+        """Ask a batch, evaluate it (in parallel where the runner can), tell it whole; True when stopped early."""
+        budget = hooks.evaluations
+        while not self.strategy.finished:
+            if (budget is not None and len(records) >= budget) or hooks.out_of_time():
+                return False
+            genomes = self.strategy.ask(None)
+            if not genomes:
+                return False  # nothing to evaluate and this loop tells whole batches: waiting would spin forever
+            candidates = [Candidate(key=genome_key(g), recipe=self.space.decode(g), genome=np.asarray(g))
+                          for g in genomes]
+            hooks.count_reused(sum(c.key in records for c in candidates))
+            todo: dict[str, Candidate] = {}
+            for c in candidates:
+                if c.key not in records and c.key not in todo:
+                    todo[c.key] = c
+            complete = True
+            if budget is not None and len(records) + len(todo) > budget:
+                todo = dict(list(todo.items())[: budget - len(records)])
+                complete = False
+            for result in self.runner.evaluate(list(todo.values())):
+                hooks.record(result, todo[result.key], {})
+                hooks.report(result)
+                if interrupt.requested() or hooks.out_of_time():
+                    complete = all(c.key in records for c in candidates)
+                    break
+            if not complete:
+                return interrupt.requested()  # unfinished generation: no tell, a resume with more budget re-asks it
+            self.strategy.tell(genomes, [self._strategy_value(records[c.key]) for c in candidates])
+            self._save_checkpoint(hooks.elapsed())
+            if interrupt.requested():
+                return True
+        return False
 
     # ---- results ----------------------------------------------------------------------------------
     def archive(self) -> tuple[Archive, list[TrialRecord]]:

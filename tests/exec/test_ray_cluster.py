@@ -49,7 +49,8 @@ def cluster(no_ray) -> Iterator[Any]:
             cluster.shutdown()
 
 
-def test_a_search_survives_a_killed_worker_and_a_lost_node_recording_every_trial_once(cluster, tmp_path):
+@pytest.mark.parametrize("strategy", ["cma", "tpe"])  # generational, then streaming (results told as they come)
+def test_a_search_survives_a_killed_worker_and_a_lost_node_recording_every_trial_once(cluster, tmp_path, strategy):
     import ray
 
     runner = RayRunner(target=ray_targets.slow_sphere, address=cluster.address, workers=3, max_worker_failures=3)
@@ -79,7 +80,7 @@ def test_a_search_survives_a_killed_worker_and_a_lost_node_recording_every_trial
                     events["removed"] = states[node.node_id]
 
         config = RunConfig.from_dict({
-            "name": "chaos", "space": {"kind": "box", "dim": 3}, "strategy": {"name": "cma"},
+            "name": "chaos", "space": {"kind": "box", "dim": 3}, "strategy": {"name": strategy},
             "objectives": [{"name": "sphere", "direction": "minimize"}], "budget": {"evaluations": BUDGET},
             "seed": 3, "output": str(tmp_path / "chaos"),
             "runner": {"type": "function", "target": "evomerge.exec.synthetic:sphere"},  # the Ray runner is passed
@@ -102,6 +103,7 @@ def test_a_search_survives_a_killed_worker_and_a_lost_node_recording_every_trial
         assert t.state == optuna.trial.TrialState.COMPLETE
         assert t.values[0] == pytest.approx(float(np.sum((genome - 0.3) ** 2)))
         assert t.user_attrs["worker"].startswith("ray-")
+        assert ("asked" in t.user_attrs) == (strategy == "tpe")  # TPE streamed: each result told on arrival
     retried = [r for r in seen if r.details["attempts"] > 1]
     assert len(retried) >= 2  # what the killed worker and the lost node held, each re-run once elsewhere
     for r in retried:

@@ -39,11 +39,11 @@ def _install_crash() -> None:
     if where == "checkpoint":
         original = study.Study._save_checkpoint
 
-        def save(self, elapsed):  # type: ignore[no-untyped-def]
+        def save(self, elapsed, **kw):  # type: ignore[no-untyped-def]
             counter["n"] += 1
             if counter["n"] == target:
                 os._exit(9)
-            original(self, elapsed)
+            original(self, elapsed, **kw)
 
         study.Study._save_checkpoint = save  # type: ignore[method-assign]
     elif where == "record":

@@ -226,6 +226,15 @@ def della_keep_probabilities(delta: torch.Tensor, density: float, epsilon: float
     n = rows.shape[1]
     if n < 2:
         return torch.full(delta.shape, density, dtype=torch.float32, device=delta.device)
+    if rows.dim() == 2 and rows.device.type == "cpu" and rows.dtype == torch.float32 and n < 2**31:
+        order = _row_order_by_magnitude(rows)
+        # rank r gets keep probability r·2ε/(n−1) + density − ε, computed exactly as below, then lands at
+        # the entry ranked r: keep[i, order[i, r]] = prob[r]
+        prob = torch.arange(n, dtype=torch.int64).to(torch.float32)
+        prob.mul_(2.0 * epsilon / (n - 1)).add_(density - epsilon)
+        keep = torch.empty(rows.shape, dtype=torch.float32)
+        keep.scatter_(1, order, prob.expand(rows.shape))
+        return keep.view(delta.shape)
     order = torch.sort(rows.abs(), dim=1, stable=True).indices
     ranks = torch.empty_like(order)
     along_dim1 = [1] * rows.dim()
@@ -237,6 +246,28 @@ def della_keep_probabilities(delta: torch.Tensor, density: float, epsilon: float
     del ranks
     keep.mul_(2.0 * epsilon / (n - 1)).add_(density - epsilon)
     return keep.view(delta.shape)
+
+
+def _row_order_by_magnitude(rows: torch.Tensor) -> torch.Tensor:
+    """``torch.sort(rows.abs(), dim=1, stable=True).indices`` for a float32 CPU matrix, several times faster.
+
+    The bit pattern of a non-negative float32, read as an integer, orders like the
+    float (subnormals and inf included), so the int64 key ``bits(|x|) << 32 |
+    column`` orders each row by magnitude with ties by position, exactly the
+    stable sort's order; keys are unique, so any sort gives that order. The key
+    is built in place (little-endian: the high half holds |x|, the low half the
+    column), numpy sorts int64 rows in place with SIMD (x86-simd-sort) and
+    without the GIL, about 7x faster than torch's stable sort along a dimension,
+    and the low half is the index wanted. (NaN magnitudes may order differently
+    among themselves; the merge then fails on its non-finite result anyway.)
+    """
+    n_rows, n = rows.shape
+    key = torch.empty((n_rows, n), dtype=torch.int64)
+    halves = key.view(torch.int32).view(n_rows, n, 2)
+    torch.abs(rows, out=halves[:, :, 1].view(torch.float32))
+    halves[:, :, 0].copy_(torch.arange(n, dtype=torch.int32))
+    key.numpy().sort(axis=1)
+    return key.bitwise_and_(0xFFFFFFFF)
 
 
 def check_della_band(density: float, epsilon: float, *, where: str) -> None:
