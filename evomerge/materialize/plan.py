@@ -9,6 +9,7 @@ plan, which is what makes their numbers identical.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,12 @@ class TensorIndex(Protocol):
 
 def model_key(path: str | Path) -> str:
     """The canonical name of a model folder, so 'a/../b' and 'b' are one source."""
+    return _resolved(str(path))
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(path: str) -> str:
+    """Cached: a search plans thousands of recipes over the same folders, and resolve() costs syscalls."""
     return str(Path(path).expanduser().resolve())
 
 
