@@ -3,7 +3,10 @@
 Resume contract (the same as ``evomerge.strategies.base``): ``state_dict()`` is picklable and holds
 everything, RNG included; a fresh instance built with the same options and ``load_state_dict(state)``
 asks the very same children afterwards, so the driver can replay journaled scores instead of
-re-evaluating. Children are numbered from 0 in ask order; ``tell`` must come before the next ``ask``.
+re-evaluating. Children are numbered from 0 in ask order. Several may be asked before they are told
+(an asynchronous driver keeps every worker busy), told in any order; ``can_ask`` says when the
+algorithm needs results before it can make the next child (e.g. until its initial genomes are scored).
+Children asked and not told are part of the snapshot.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ class ModelEvolution(ABC):
 
     def __init__(self, n_scores: int) -> None:
         self.n_scores = int(n_scores)
-        self.n_told = 0  # children told so far (failed ones included): the next child's index
-        self._asked: Child | None = None
+        self.n_told = 0  # children told so far (failed ones included)
+        self.n_asked = 0  # children asked so far: the next child's index
+        self._asked: dict[int, Child] = {}  # asked, not told yet
 
     @abstractmethod
     def _make_child(self, index: int) -> Child:
@@ -64,32 +68,44 @@ class ModelEvolution(ABC):
     def _load_state(self, state: dict[str, Any]) -> None:
         """Inverse of ``_state``."""
 
+    def can_ask(self) -> bool:
+        """Whether the next child can be made before more results arrive (override where it cannot)."""
+        return True
+
+    @property
+    def pending(self) -> list[Child]:
+        """Children asked and not told, in ask order."""
+        return [self._asked[i] for i in sorted(self._asked)]
+
     def ask(self) -> Child:
-        if self._asked is not None:
-            raise EvolutionError(f"{self.name}: child {self._asked.index} was asked and not told yet")
-        self._asked = self._make_child(self.n_told)
-        return self._asked
+        if not self.can_ask():
+            raise EvolutionError(f"{self.name}: child {self.n_asked} needs the results of children "
+                                 f"{sorted(self._asked)} first")
+        child = self._make_child(self.n_asked)
+        self._asked[child.index] = child
+        self.n_asked += 1
+        return child
 
     def tell(self, child: Child, scores: np.ndarray | None) -> None:
-        if self._asked is None or child.index != self._asked.index:
-            raise EvolutionError(f"{self.name}: told child {child.index}, but the asked child is "
-                                 f"{None if self._asked is None else self._asked.index}")
+        if child.index not in self._asked:
+            raise EvolutionError(f"{self.name}: told child {child.index}, but the asked children are "
+                                 f"{sorted(self._asked)}")
         if scores is not None:
             scores = np.asarray(scores, dtype=np.float64).reshape(-1)
             if scores.size != self.n_scores:
                 raise EvolutionError(f"{self.name}: {scores.size} scores told, expected {self.n_scores}")
             if not np.all(np.isfinite(scores)):
                 scores = None
+        del self._asked[child.index]
         if scores is not None:
             self._accept(child, scores)
-        self._asked = None
         self.n_told += 1
 
     def state_dict(self) -> dict[str, Any]:
-        """Snapshot between a tell and the next ask (an asked child is not part of the state)."""
-        if self._asked is not None:
-            raise EvolutionError(f"{self.name}: snapshot taken while child {self._asked.index} is asked")
-        return {"name": self.name, "n_scores": self.n_scores, "n_told": self.n_told, "algorithm": self._state()}
+        """Everything, the children asked and not yet told included."""
+        return {"name": self.name, "n_scores": self.n_scores, "n_told": self.n_told, "n_asked": self.n_asked,
+                "pending": [(c.index, c.genome.copy(), dict(c.info)) for c in self.pending],
+                "algorithm": self._state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("name") != self.name or state.get("n_scores") != self.n_scores:
@@ -97,7 +113,8 @@ class ModelEvolution(ABC):
                                  f"{state.get('n_scores')} scores into one with {self.n_scores}")
         self._load_state(state["algorithm"])
         self.n_told = int(state["n_told"])
-        self._asked = None
+        self.n_asked = int(state.get("n_asked", self.n_told))
+        self._asked = {i: Child(i, np.array(g), info) for i, g, info in state.get("pending", [])}
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:

@@ -53,6 +53,22 @@ class EvolveBudget(_Strict):
         return self
 
 
+class EvolveRunner(_Strict):
+    """Where children are scored: here, one at a time, or on Ray workers, as many at once as there are workers.
+
+    Ray workers each hold one model and the fitness tasks; the driver keeps every worker busy and tells
+    results as they arrive (``evomerge.evolve.driver``). Without ``address`` a private Ray instance on
+    127.0.0.1 is started, as for ``evomerge run``.
+    """
+
+    type: Literal["local", "ray"] = "local"
+    address: str | None = None
+    workers: int = Field(default=1, ge=1)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    max_in_flight: int | None = Field(default=None, ge=1)
+
+
 class EvolveConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     algorithm: Literal["m2n2", "cycleqd"]
@@ -64,6 +80,7 @@ class EvolveConfig(_Strict):
     device: str = "cpu"
     threads: int | None = Field(default=None, ge=1)
     snapshot_every_s: float = Field(default=30.0, ge=0)  # the journal covers the time in between
+    runner: EvolveRunner = Field(default_factory=EvolveRunner)
     test_split: str | None = "test"
     output: str | None = None  # run folder; default runs/NAME
 

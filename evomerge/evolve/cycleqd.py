@@ -103,6 +103,10 @@ class CycleQD(ModelEvolution):
         return len(self.experts)
 
     # -- ask -------------------------------------------------------------------------------------
+    def can_ask(self) -> bool:
+        """Experts any time; children once every expert is scored (the bin ranges come from them)."""
+        return self.n_asked < self.n_experts or self.n_told >= self.n_experts
+
     def _make_child(self, index: int) -> Child:
         if index < self.n_experts:
             return Child(index, self.experts[index], {"expert": index})

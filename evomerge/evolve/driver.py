@@ -1,16 +1,17 @@
 """Run a model-space evolution to its budget with exact resume: a snapshot now and then, a journal always.
 
 A run folder holds ``evolution.pkl`` (the algorithm's ``state_dict`` plus elapsed time, written
-atomically) and ``journal.bin`` (every child told since that snapshot). Resuming loads the snapshot,
-asks the same children again and tells them their journaled scores — no child is evaluated twice,
-whatever moment the process was killed at. Failed evaluations (an exception, NaN scores) are told as
-failures and logged to ``failures.log``; one bad child never stops the run.
+atomically) and ``journal.bin`` (every child told since that snapshot, with how many children had
+been asked when it was told). Resuming loads the snapshot, asks the same children again at the same
+points and tells them their journaled scores — no child told is evaluated twice, whatever moment the
+process was killed at; children that were still being evaluated are evaluated again. Failed
+evaluations (an exception, NaN scores) are told as failures and logged to ``failures.log``; one bad
+child never stops the run.
 """
 
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,14 @@ import numpy as np
 
 from evomerge import interrupt
 from evomerge.evolve.base import Child, EvolutionError, ModelEvolution
-from evomerge.evolve.journal import Journal, read_journal
+from evomerge.evolve.evaluators import ChildEvaluator, InProcess, Scored
+from evomerge.evolve.journal import Journal, Record, read_journal
 from evomerge.study.checkpoint import load_pickle, save_pickle
 
 SNAPSHOT = "evolution.pkl"
 JOURNAL = "journal.bin"
 FAILURES = "failures.log"
+POLL_S = 1.0  # longest wait for a result before Ctrl-C and the wall-time budget are looked at again
 
 
 @dataclass
@@ -39,16 +42,20 @@ class EvolveProgress:
     stopped: bool = False  # Ctrl-C: the budget is not spent; resume continues
 
 
-def evolve(algorithm: ModelEvolution, evaluate: Callable[[Child], np.ndarray | None], run_dir: str | Path, *,
-           children: int | None = None, wall_time_s: float | None = None, snapshot_every_s: float = 30.0,
-           on_progress: Callable[[EvolveProgress], None] | None = None) -> EvolveProgress:
+def evolve(algorithm: ModelEvolution, evaluate: Callable[[Child], np.ndarray | None] | ChildEvaluator,
+           run_dir: str | Path, *, children: int | None = None, wall_time_s: float | None = None,
+           snapshot_every_s: float = 30.0, on_progress: Callable[[EvolveProgress], None] | None = None
+           ) -> EvolveProgress:
     """Evolve until ``children`` have been told in total (or ``wall_time_s`` of run time); resumable.
 
     ``algorithm`` must be freshly built with the options of the original run: its state is loaded
-    from the run folder when one exists.
+    from the run folder when one exists. ``evaluate`` is a function (scored here, one child at a
+    time) or a ``ChildEvaluator`` with workers (``OnRunner``): then every worker is kept busy, the
+    algorithm is asked for a new child whenever a slot frees, and results are told as they arrive.
     """
     if children is None and wall_time_s is None:
         raise EvolutionError("evolve needs a budget: children and/or wall_time_s")
+    evaluator = evaluate if hasattr(evaluate, "submit") else InProcess(evaluate)  # type: ignore[arg-type]
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     elapsed_before, failed = 0.0, 0
@@ -57,16 +64,8 @@ def evolve(algorithm: ModelEvolution, evaluate: Callable[[Child], np.ndarray | N
         algorithm.load_state_dict(snap["algorithm"])
         elapsed_before, failed = float(snap["elapsed_s"]), int(snap["failed"])
     records, valid = read_journal(run_dir / JOURNAL)
-    replayed = 0
-    for index, scores in records:
-        if index < algorithm.n_told:
-            continue  # already inside the snapshot (killed between snapshot and journal reset)
-        if index != algorithm.n_told:
-            raise EvolutionError(f"{run_dir / JOURNAL}: record for child {index} but the state expects "
-                                 f"{algorithm.n_told}; the run folder is inconsistent")
-        algorithm.tell(algorithm.ask(), scores)
-        failed += scores is None
-        replayed += 1
+    replayed, replayed_failed = _replay(algorithm, records, run_dir / JOURNAL)
+    failed += replayed_failed
     journal = Journal(run_dir / JOURNAL, valid_length=valid)
     started = time.monotonic()
     last_snapshot = started
@@ -78,44 +77,81 @@ def evolve(algorithm: ModelEvolution, evaluate: Callable[[Child], np.ndarray | N
         save_pickle(run_dir / SNAPSHOT, {"algorithm": algorithm.state_dict(), "elapsed_s": elapsed(), "failed": failed})
         journal.reset()
 
+    def may_ask() -> bool:
+        if interrupt.requested() or (wall_time_s is not None and elapsed() >= wall_time_s):
+            return False
+        in_flight = algorithm.n_asked - algorithm.n_told
+        if children is not None and algorithm.n_told + in_flight >= children:
+            return False
+        return in_flight < max(1, evaluator.capacity) and algorithm.can_ask()
+
     progress = EvolveProgress(algorithm.n_told, children, elapsed(), failed, replayed)
     if on_progress is not None:
         on_progress(progress)
+    pending = {c.index: c for c in algorithm.pending}  # asked before the snapshot: evaluated again
+    for child in pending.values():
+        evaluator.submit(child)
     try:
-        while (children is None or algorithm.n_told < children) and (wall_time_s is None or elapsed() < wall_time_s):
-            child = algorithm.ask()
-            scores = _safe_evaluate(evaluate, child, run_dir / FAILURES)
-            if scores is not None and scores.size != algorithm.n_scores:
-                raise EvolutionError(f"the evaluation of child {child.index} returned {scores.size} scores; "
-                                     f"{algorithm.name} was built for {algorithm.n_scores}")
-            journal.append(child.index, scores)
-            algorithm.tell(child, scores)
-            failed += scores is None
-            if time.monotonic() - last_snapshot >= snapshot_every_s:
-                snapshot()
-                last_snapshot = time.monotonic()
-            progress = EvolveProgress(algorithm.n_told, children, elapsed(), failed, replayed, child, scores)
-            if on_progress is not None:
-                on_progress(progress)
-            if interrupt.requested():
-                progress.stopped = True
+        while True:
+            while may_ask():
+                child = algorithm.ask()
+                pending[child.index] = child
+                evaluator.submit(child)
+            if not pending or interrupt.requested() or (wall_time_s is not None and elapsed() >= wall_time_s):
                 break
+            for done in evaluator.poll(POLL_S):
+                child = pending.pop(done.index)
+                scores = _checked(done, child, run_dir / FAILURES)
+                if scores is not None and scores.size != algorithm.n_scores:
+                    raise EvolutionError(f"the evaluation of child {child.index} returned {scores.size} scores; "
+                                         f"{algorithm.name} was built for {algorithm.n_scores}")
+                journal.append(child.index, scores, algorithm.n_asked)
+                algorithm.tell(child, scores)
+                failed += scores is None
+                if time.monotonic() - last_snapshot >= snapshot_every_s:
+                    snapshot()
+                    last_snapshot = time.monotonic()
+                progress = EvolveProgress(algorithm.n_told, children, elapsed(), failed, replayed, child, scores)
+                if on_progress is not None:
+                    on_progress(progress)
+        progress.stopped = interrupt.requested()
+        evaluator.cancel()
         snapshot()
     finally:
         journal.close()
     return progress
 
 
-def _safe_evaluate(evaluate: Callable[[Child], np.ndarray | None], child: Child, log: Path) -> np.ndarray | None:
-    try:
-        scores = evaluate(child)
-    except Exception:
-        with open(log, "a", encoding="utf-8") as fh:
-            fh.write(f"child {child.index}: {child.info}\n{traceback.format_exc()}\n")
+def _replay(algorithm: ModelEvolution, records: list[Record], path: Path) -> tuple[int, int]:
+    """Tell the journaled children again, each after as many asks as when it was first told.
+
+    Returns (children told, of which failed)."""
+    told_in_snapshot = set(range(algorithm.n_asked)) - {c.index for c in algorithm.pending}
+    replayed = failed = 0
+    for record in records:
+        if record.index in told_in_snapshot:
+            continue  # already inside the snapshot (killed between snapshot and journal reset)
+        while algorithm.n_asked < record.asked and algorithm.can_ask():
+            algorithm.ask()
+        child = next((c for c in algorithm.pending if c.index == record.index), None)
+        if child is None:
+            raise EvolutionError(f"{path}: record for child {record.index} (told after {record.asked} asks) but the "
+                                 f"state has asked {algorithm.n_asked} and holds {[c.index for c in algorithm.pending]}"
+                                 "; the run folder is inconsistent")
+        algorithm.tell(child, record.scores)
+        replayed += 1
+        failed += record.scores is None
+    return replayed, failed
+
+
+def _checked(done: Scored, child: Child, log: Path) -> np.ndarray | None:
+    """The child's scores, or None (logged to ``failures.log``) when it failed or scored NaN/inf."""
+    if done.scores is None:
+        if done.error is not None:
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(f"child {child.index}: {child.info}\n{done.error}\n")
         return None
-    if scores is None:
-        return None
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    scores = np.asarray(done.scores, dtype=np.float64).reshape(-1)  # as the journal keeps them
     if not np.all(np.isfinite(scores)):
         with open(log, "a", encoding="utf-8") as fh:
             bad = np.flatnonzero(~np.isfinite(scores))[:10]

@@ -1,8 +1,9 @@
 """An append-only score journal: the children evaluated since the last snapshot, replayed on resume.
 
-Each record is a fixed header (magic, child index, ok flag, payload length, CRC32) followed by the
-child's scores as float64 (exact, so a replayed tell equals the original bit for bit). A record cut
-short by a kill is detected by its length or CRC and dropped with everything after it.
+Each record is a fixed header (magic, child index, children asked when it was told, ok flag, payload
+length, CRC32) followed by the child's scores as float64 (exact, so a replayed tell equals the
+original bit for bit). The ask count lets an asynchronous run replay its ask/tell interleaving. A
+record cut short by a kill is detected by its length or CRC and dropped with everything after it.
 """
 
 from __future__ import annotations
@@ -10,34 +11,43 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-_HEADER = struct.Struct("<4sqBII")
-_MAGIC = b"EVJ1"
+_HEADER = struct.Struct("<4sqqBII")
+_MAGIC = b"EVJ2"
 
 
-def read_journal(path: Path) -> tuple[list[tuple[int, np.ndarray | None]], int]:
-    """(records as (index, scores or None for a failed child), byte length of the valid prefix)."""
+@dataclass(frozen=True)
+class Record:
+    index: int  # the child
+    asked: int  # children asked when it was told
+    scores: np.ndarray | None  # None: the evaluation failed
+
+
+def read_journal(path: Path) -> tuple[list[Record], int]:
+    """(records, byte length of the valid prefix)."""
     if not path.exists():
         return [], 0
     data = path.read_bytes()
     records, pos = [], 0
-    for index, scores, end in _records(data):
-        records.append((index, scores))
+    for record, end in _records(data):
+        records.append(record)
         pos = end
     return records, pos
 
 
-def _records(data: bytes) -> Iterator[tuple[int, np.ndarray | None, int]]:
+def _records(data: bytes) -> Iterator[tuple[Record, int]]:
     pos = 0
     while pos + _HEADER.size <= len(data):
-        magic, index, ok, length, crc = _HEADER.unpack_from(data, pos)
+        magic, index, asked, ok, length, crc = _HEADER.unpack_from(data, pos)
         start, end = pos + _HEADER.size, pos + _HEADER.size + length
         if magic != _MAGIC or end > len(data) or zlib.crc32(data[start:end]) != crc:
             return
-        yield index, (np.frombuffer(data[start:end], dtype=np.float64).copy() if ok else None), end
+        scores = np.frombuffer(data[start:end], dtype=np.float64).copy() if ok else None
+        yield Record(index, asked, scores), end
         pos = end
 
 
@@ -52,9 +62,10 @@ class Journal:
                 fh.truncate(valid_length)
         self._fh = open(path, "ab")  # noqa: SIM115 - kept open for the run's lifetime
 
-    def append(self, index: int, scores: np.ndarray | None) -> None:
+    def append(self, index: int, scores: np.ndarray | None, asked: int) -> None:
         payload = b"" if scores is None else np.ascontiguousarray(scores, dtype=np.float64).tobytes()
-        self._fh.write(_HEADER.pack(_MAGIC, index, scores is not None, len(payload), zlib.crc32(payload)) + payload)
+        header = _HEADER.pack(_MAGIC, index, asked, scores is not None, len(payload), zlib.crc32(payload))
+        self._fh.write(header + payload)
         self._fh.flush()
 
     def reset(self) -> None:

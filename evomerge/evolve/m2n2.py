@@ -193,6 +193,10 @@ class M2N2(ModelEvolution):
         return self._genomes[self.best_index()].copy()
 
     # -- one child -----------------------------------------------------------------------------
+    def can_ask(self) -> bool:
+        """Initial genomes any time; children only once every initial genome is scored (as in sequence)."""
+        return self.n_asked < len(self.initial) or self.n_told >= len(self.initial)
+
     def _make_child(self, index: int) -> Child:
         if index < len(self.initial):
             return Child(index, self.initial[index].copy(), {"initial": index})

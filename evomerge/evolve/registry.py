@@ -13,6 +13,7 @@ import numpy as np
 from evomerge.errors import ConfigError
 from evomerge.evolve.base import Child, ModelEvolution
 from evomerge.evolve.config import EvolveConfig
+from evomerge.evolve.evaluators import ChildScorer
 from evomerge.evolve.problem import ModelTasksProblem
 from evomerge.strategies import check_options
 
@@ -40,3 +41,14 @@ def build_algorithm(config: EvolveConfig, problem: ModelTasksProblem, starts: li
         return (algorithm, lambda child: problem.score(base + child.genome).per_task,
                 lambda genome: base + genome)
     raise ConfigError(f"unknown algorithm {config.algorithm!r}")
+
+
+def child_scorer(config: EvolveConfig, reference: str) -> ChildScorer:
+    """What a Ray worker runs for this config: the score vector the algorithm competes on, from the same tasks."""
+    rc = config.runner
+    device = "cuda" if rc.gpus_per_worker > 0 else config.device
+    threads = max(1, int(rc.cpus_per_worker))
+    if config.algorithm == "m2n2":
+        return ChildScorer(reference, config.tasks, kind="per_example", device=device, threads=threads)
+    return ChildScorer(reference, config.tasks, kind="per_task", offset=config.init.base, device=device,
+                       threads=threads)

@@ -75,9 +75,24 @@ def run_evolution(config: EvolveConfig, *, run_dir: Path | None = None,
         run_dir = claim_run_dir(config)
     else:
         setup = build(config)
-    progress = evolve(setup.algorithm, setup.evaluate, run_dir, children=config.budget.children,
-                      wall_time_s=config.budget.wall_time_s, snapshot_every_s=config.snapshot_every_s,
-                      on_progress=on_progress)
+    evaluator, runner = setup.evaluate, None
+    if config.runner.type == "ray":
+        from evomerge.evolve.evaluators import OnRunner
+        from evomerge.evolve.registry import child_scorer
+        from evomerge.exec.ray_runner import RayRunner
+
+        rc = config.runner
+        runner = RayRunner(target=child_scorer(config, str(setup.problem.reference)), address=rc.address,
+                           workers=rc.workers, cpus_per_worker=rc.cpus_per_worker,
+                           gpus_per_worker=rc.gpus_per_worker, max_in_flight=rc.max_in_flight)
+        evaluator = OnRunner(runner)
+    try:
+        progress = evolve(setup.algorithm, evaluator, run_dir, children=config.budget.children,
+                          wall_time_s=config.budget.wall_time_s, snapshot_every_s=config.snapshot_every_s,
+                          on_progress=on_progress)
+    finally:
+        if runner is not None:
+            runner.close()
     if progress.stopped:
         return progress, None
     summary = finalize(config, setup, run_dir, progress)
