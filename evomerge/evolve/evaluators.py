@@ -111,7 +111,7 @@ class ChildScorer:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_problem": None, "_offset": None}  # each worker builds its own
 
-    def __call__(self, genome: np.ndarray, recipe: object = None) -> tuple[dict[str, float], dict[str, list[float]]]:
+    def __call__(self, genome: np.ndarray, recipe: object = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         if self._problem is None:
             import torch
 
@@ -125,4 +125,4 @@ class ChildScorer:
         weights = genome if self._offset is None else self._offset + genome
         result = self._problem.score(np.asarray(weights, dtype=np.float32))
         scores = result.per_example if self.kind == "per_example" else result.per_task
-        return {"mean_score": float(np.mean(scores))}, {"scores": [float(x) for x in scores]}
+        return {"mean_score": float(np.mean(scores))}, {"scores": np.asarray(scores, dtype=np.float64)}

@@ -33,7 +33,9 @@ class EvalResult:
     key: str
     status: Literal["ok", "failed"]
     objectives: dict[str, float] = field(default_factory=dict)
-    per_example: dict[str, list[float]] = field(default_factory=dict)
+    # per task, one score per example; workers send arrays (a Ray result pickles as one buffer, not a
+    # list of Python floats); the trial record stores them as JSON lists
+    per_example: dict[str, np.ndarray | list[float]] = field(default_factory=dict)
     error: str | None = None  # the traceback(s) when failed
     merge_seconds: float = 0.0
     fitness_seconds: float = 0.0

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from evomerge.exec.base import Candidate, EvalResult
@@ -65,11 +66,11 @@ class EvalWorker:
             return EvalResult(key=candidate.key, status="failed", error=traceback.format_exc(), worker=self.name,
                               merge_seconds=time.perf_counter() - t0)
         objectives: dict[str, float] = {}
-        per_example: dict[str, list[float]] = {}
+        per_example: dict[str, np.ndarray] = {}
         for task in self.tasks:
             res = results[task.name]
             objectives.update(res.objectives)
-            per_example[task.name] = res.per_example.tolist()
+            per_example[task.name] = np.asarray(res.per_example, dtype=np.float64)  # pickles as one buffer
         bad = {k: v for k, v in objectives.items() if not math.isfinite(v)}
         if bad:
             return EvalResult(key=candidate.key, status="failed", error=f"non-finite objective(s): {bad}",

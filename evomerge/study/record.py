@@ -61,6 +61,11 @@ class TrialRecord:
     user_attrs: dict[str, Any]
 
 
+def _lists(per_example: dict[str, Any]) -> dict[str, list[float]]:
+    """Per-example scores as JSON lists (workers send numpy arrays)."""
+    return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in per_example.items()}
+
+
 def _record_of(trial: FrozenTrial) -> TrialRecord:
     attrs = trial.user_attrs
     genome = np.asarray(attrs["genome"], dtype=np.float64) if "genome" in attrs else None
@@ -125,7 +130,7 @@ class TrialStore:
         """
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         attrs: dict[str, Any] = {"status": result.status, "objectives": result.objectives,
-                                 "per_example": result.per_example, "merge_seconds": result.merge_seconds,
+                                 "per_example": _lists(result.per_example), "merge_seconds": result.merge_seconds,
                                  "fitness_seconds": result.fitness_seconds, "worker": result.worker, **extra}
         if result.error:
             attrs["error"] = result.error[-20000:]
@@ -142,7 +147,7 @@ class TrialStore:
             "key": result.key,
             "status": result.status,
             "objectives": result.objectives,
-            "per_example": result.per_example,
+            "per_example": _lists(result.per_example),
             "merge_seconds": result.merge_seconds,
             "fitness_seconds": result.fitness_seconds,
             "worker": result.worker,
