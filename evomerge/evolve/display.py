@@ -11,7 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from evomerge.evolve.driver import EvolveProgress
-from evomerge.study.display import progress_columns
+from evomerge.study.display import progress_columns, worker_summary
 
 
 @contextmanager
@@ -37,6 +37,8 @@ def evolve_progress(console: Console, total: int | None, min_interval_s: float =
                 info += f" · {p.failed} failed"
             if p.replayed:
                 info += f" · {p.replayed} replayed"
+            if p.workers:
+                info += f" · {worker_summary(p.workers)}"
             bar.update(task, completed=p.children, info=info)
 
         yield update

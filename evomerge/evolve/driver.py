@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ class EvolveProgress:
     last: Child | None = None
     last_scores: np.ndarray | None = None
     stopped: bool = False  # Ctrl-C: the budget is not spent; resume continues
+    workers: list = field(default_factory=list)  # per-worker snapshots when children are scored on Ray
 
 
 def evolve(algorithm: ModelEvolution, evaluate: Callable[[Child], np.ndarray | None] | ChildEvaluator,
@@ -111,7 +112,9 @@ def evolve(algorithm: ModelEvolution, evaluate: Callable[[Child], np.ndarray | N
                 if time.monotonic() - last_snapshot >= snapshot_every_s:
                     snapshot()
                     last_snapshot = time.monotonic()
-                progress = EvolveProgress(algorithm.n_told, children, elapsed(), failed, replayed, child, scores)
+                states = getattr(evaluator, "worker_states", None)
+                progress = EvolveProgress(algorithm.n_told, children, elapsed(), failed, replayed, child, scores,
+                                          workers=states() if callable(states) else [])
                 if on_progress is not None:
                     on_progress(progress)
         progress.stopped = interrupt.requested()

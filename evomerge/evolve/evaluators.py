@@ -93,6 +93,10 @@ class OnRunner:
     def cancel(self) -> None:
         self.runner.cancel()
 
+    def worker_states(self) -> list:
+        states = getattr(self.runner, "worker_states", None)
+        return states() if callable(states) else []
+
 
 class ChildScorer:
     """A picklable scorer for Ray actors: the problem is built on first use, in the worker's process.

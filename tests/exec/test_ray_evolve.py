@@ -67,6 +67,8 @@ def test_m2n2_on_two_workers_survives_a_killed_worker_telling_every_child_once(l
     assert sorted(told) == list(range(60)), "every child told exactly once"
     assert told != sorted(told), "two workers: results arrive out of ask order"
     assert not (tmp_path / "run" / "failures.log").exists()
+    assert [w.name for w in progress.workers] == ["ray-0", "ray-1"]  # what the progress line shows per worker
+    assert sum(w.evaluated for w in progress.workers) >= 60
 
 
 def test_evolve_cli_config_with_a_ray_runner_runs_and_exports(local_ray, tmp_path):
