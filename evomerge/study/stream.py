@@ -116,7 +116,12 @@ class StreamLoop:
             if record.number < self.state.told:
                 self.known[record.key] = record
                 continue
-            target = int(record.user_attrs.get("asked", self.state.asked))
+            if "asked" not in record.user_attrs:
+                raise ConfigError(
+                    f"{self.study.run_dir}: trial {record.number} has no ask count: it was recorded by the "
+                    "generational loop of an earlier evomerge, which this streamed strategy cannot replay; "
+                    "finish the run with that version, or start a new run folder")
+            target = int(record.user_attrs["asked"])
             while self.state.asked < target and self._ask_one():
                 pass
             if record.key not in self.inflight:

@@ -174,3 +174,10 @@ def test_a_storage_that_does_not_match_the_checkpoint_is_refused(tmp_path):
                       {"asked": 1})
     with pytest.raises(Exception, match="was not asked by this run's strategy"):
         foreign.run()
+
+
+def test_trials_without_ask_counts_are_refused_with_the_reason(tmp_path):
+    study = Study.create(config(tmp_path, "old", "random", evaluations=4), runner=ShuffledRunner())
+    study.store.add(EvalResult(key="e" * 20, status="ok", objectives={"sphere": 1.0}), np.zeros(3), None, {})
+    with pytest.raises(Exception, match="has no ask count: it was recorded by the generational loop"):
+        study.run()
