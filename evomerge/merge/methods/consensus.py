@@ -46,17 +46,26 @@ def disjoint_merge(
     exact in IEEE arithmetic, so the result equals the textbook formula
     (``agreement`` above) bit for bit, summed in the same order.
     """
-    sign = torch.zeros_like(weighted[0])
-    for w_tau in weighted:
+    # Σ_k w_k·τ_k without a zero-filled start: only a signed zero can differ, and both zeros elect +
+    sign = weighted[0].clone() if len(weighted) == 1 else torch.add(weighted[0], weighted[1])
+    for w_tau in weighted[2:]:
         sign.add_(w_tau)
     sign.sign_().add_(0.5).sign_()  # +1 where Σ >= 0 (ties elect +), -1 elsewhere
-    merged = torch.zeros_like(weighted[0])
-    divisor = torch.zeros_like(weighted[0]) if normalize else None
+    merged: torch.Tensor | None = None
+    divisor: torch.Tensor | None = None
     for w_tau, w in zip(weighted, weights, strict=True):
         kept = w_tau.mul_(sign).clamp_(min=0)
+        if merged is None:
+            # the first source's buffers become the sums: 0 + x, exactly (x + 0.0 turns -0.0 into +0.0 as
+            # 0 + x does); 0 + w·sign(x) is w·sign(x) but for the sign of a zero, and zeros divide by 1 below
+            if normalize:
+                divisor = torch.sign(kept).mul_(w)
+            merged = kept.add_(0.0)
+            continue
         merged.add_(kept)
         if divisor is not None:
             divisor.add_(kept.sign_(), alpha=w)
+    assert merged is not None
     merged.mul_(sign)
     if divisor is not None:
         divisor.masked_fill_(divisor == 0, 1.0)

@@ -107,6 +107,10 @@ def top_k_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor:
         return torch.ones_like(magnitude, dtype=torch.bool)
     if k <= 0:
         return torch.zeros_like(magnitude, dtype=torch.bool)
+    if flat.device.type == "cpu" and n >= _BRACKET_MIN_NUMEL:
+        mask = _top_k_mask_bracketed(flat, k)
+        if mask is not None:
+            return mask.view(magnitude.shape)
     threshold = kth_largest(flat, k)
     mask = flat > threshold
     missing = k - int(torch.count_nonzero(mask))
@@ -118,13 +122,128 @@ def top_k_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor:
     return mask.view(magnitude.shape)
 
 
+# A one-sided selection (see _top_k_mask_bracketed) is used when the side it gathers is at most this fraction.
+_ONE_SIDED_MAX_FRACTION = 1 / 8
+
+
+def _sample_bounds(flat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """Bounds ``lo <= hi`` that very likely enclose the k-th largest value, from a strided sample.
+
+    Also the sample's estimates of the fractions of entries ``>= lo`` and ``<= hi``.
+    """
+    n = flat.numel()
+    stride = max(n // _SAMPLE, 1)
+    sample = flat[::stride].contiguous()
+    m = sample.numel()
+    q = k / n
+    j = int(q * m)
+    margin = int(4 * math.sqrt(m * q * (1 - q))) + 16
+    # the (j - margin)-th and (j + margin)-th largest of the sample (0-based): two selections beat one sort
+    upper = max(j - margin, 0)
+    lower = min(j + margin, m - 1)
+    hi = torch.kthvalue(sample, m - upper).values
+    lo = torch.kthvalue(sample, m - lower).values
+    return lo, hi, (lower + 1) / m, (m - upper) / m
+
+
+def _top_k_mask_bracketed(flat: torch.Tensor, k: int) -> torch.Tensor | None:
+    """The mask of ``top_k_mask`` for a large 1-D CPU tensor in a few passes, or None when the sample missed.
+
+    Same selection as the generic path (threshold t = the k-th largest value, every
+    entry above t, then the first entries equal to t by position), found from a
+    sample's bounds ``lo <= t <= hi`` (see ``_kth_largest_bracketed``): only the
+    entries between the bounds are gathered (by position, ascending) and selected
+    among, and the mask is built from one comparison plus index writes. When the
+    top (or the bottom) side is small, the entries ``>= lo`` (or ``<= hi``) are
+    gathered instead, one comparison fewer. Exact whatever the sample: a bound that
+    does not enclose t is detected by the counts and answered with None.
+    """
+    n = flat.numel()
+    lo, hi, frac_ge_lo, frac_le_hi = _sample_bounds(flat, k)
+    if frac_ge_lo <= _ONE_SIDED_MAX_FRACTION:  # few large entries: select among those >= lo
+        mask = flat >= lo
+        idx = mask.nonzero().squeeze(1)
+        vals = flat[idx]
+        if vals.numel() < k:  # t < lo
+            return None
+        t = torch.kthvalue(vals, vals.numel() - k + 1).values
+        at_or_below = vals <= t
+        mask[idx[at_or_below]] = False
+        need = k - (vals.numel() - int(torch.count_nonzero(at_or_below)))
+    elif frac_le_hi <= _ONE_SIDED_MAX_FRACTION:  # few small entries: select among those <= hi
+        below = flat <= hi
+        idx = below.nonzero().squeeze(1)
+        vals = flat[idx]
+        rank = n - k + 1  # t is the rank-th smallest
+        if vals.numel() < rank:  # t > hi
+            return None
+        t = torch.kthvalue(vals, rank).values
+        mask = below.logical_not_()
+        above = vals > t
+        mask[idx[above]] = True
+        need = k - (n - vals.numel()) - int(torch.count_nonzero(above))
+    else:
+        mask = flat > hi
+        n_above_hi = int(torch.count_nonzero(mask))
+        if n_above_hi >= k:  # t > hi
+            return None
+        band = flat >= lo
+        band ^= mask  # lo <= x <= hi (every x > hi is >= lo)
+        idx = band.nonzero().squeeze(1)
+        vals = flat[idx]
+        need = k - n_above_hi
+        if need > vals.numel():  # t < lo
+            return None
+        t = torch.kthvalue(vals, vals.numel() - need + 1).values
+        above = vals > t
+        mask[idx[above]] = True
+        need -= int(torch.count_nonzero(above))
+    if need > 0:  # ties at t, lowest positions first (idx is ascending)
+        mask[idx[vals == t][:need]] = True
+    return mask
+
+
+def top_k_positions(magnitude: torch.Tensor, k: int) -> torch.Tensor:
+    """Flat positions (int64, in no particular order) of the entries ``top_k_mask`` keeps.
+
+    For a small ``k`` on a large CPU tensor only the entries above a sample's bound
+    are gathered and selected among, with no full-size mask.
+    """
+    flat = magnitude.reshape(-1)
+    n = flat.numel()
+    if 0 < k < n and flat.device.type == "cpu" and n >= _BRACKET_MIN_NUMEL:
+        lo, _, frac_ge_lo, _ = _sample_bounds(flat, k)
+        if frac_ge_lo <= _ONE_SIDED_MAX_FRACTION:
+            idx = (flat >= lo).nonzero().squeeze(1)
+            vals = flat[idx]
+            if vals.numel() >= k:  # else t < lo: the generic path below
+                t = torch.kthvalue(vals, vals.numel() - k + 1).values
+                above = vals > t
+                need = k - int(torch.count_nonzero(above))
+                return torch.cat([idx[above], idx[vals == t][:need]])
+    return top_k_mask(flat, k).nonzero().squeeze(1)
+
+
 def rank_band_mask(magnitude: torch.Tensor, n_bottom: int, n_top: int) -> torch.Tensor:
-    """Mask keeping the entries ranked between the ``n_bottom`` smallest and the ``n_top`` largest."""
+    """Mask keeping the entries ranked between the ``n_bottom`` smallest and the ``n_top`` largest.
+
+    That is ``top_k_mask(n - n_bottom) & ~top_k_mask(n_top)``; the top set is
+    cleared by position (it is small: breadcrumbs' gamma is about 1 %).
+    """
     n = magnitude.numel()
     keep = top_k_mask(magnitude, n - n_bottom)
     if n_top > 0:
-        keep &= ~top_k_mask(magnitude, n_top)
+        keep.view(-1)[top_k_positions(magnitude, n_top)] = False
     return keep
+
+
+def _times_mask(delta: torch.Tensor, mask: torch.Tensor, *, into: torch.Tensor) -> torch.Tensor:
+    """``delta * mask`` written into ``into`` (a scratch tensor of delta's shape and dtype, e.g. its
+    magnitudes once the mask is chosen): a full-size allocation fewer, the same values (a bool
+    multiplies as 1.0/0.0, and as a float 0/1 mask, -0.0 included)."""
+    if into.dtype != delta.dtype or into.shape != delta.shape:
+        return delta * mask
+    return torch.mul(delta, mask, out=into)
 
 
 def rescale_l1(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -147,8 +266,9 @@ def magnitude_prune(delta: torch.Tensor, density: float, rescale: Rescale = None
     """
     if density >= 1:
         return delta
-    mask = top_k_mask(delta.abs(), kept_count(delta.numel(), density))
-    out = delta * mask
+    magnitude = delta.abs()
+    mask = top_k_mask(magnitude, kept_count(delta.numel(), density))
+    out = _times_mask(delta, mask, into=magnitude)
     if rescale == "l1":
         rescale_l1(delta, out)
     elif rescale == "inverse_keep_prob":
@@ -179,7 +299,8 @@ def magnitude_outliers(
     if n_bottom < 0:
         n_top += n_bottom
         n_bottom = 0
-    out = delta * rank_band_mask(delta.abs(), n_bottom, n_top)
+    magnitude = delta.abs()
+    out = _times_mask(delta, rank_band_mask(magnitude, n_bottom, n_top), into=magnitude)
     if rescale == "l1":
         rescale_l1(delta, out)
     elif rescale == "inverse_keep_prob":
@@ -203,8 +324,8 @@ def random_drop(
     """
     if density >= 1:
         return delta
-    keep = uniform_like(delta, generator) < density
-    out = delta * keep
+    keep = uniform_like(delta, generator).lt_(density)  # 1.0 where kept, 0.0 where dropped
+    out = torch.mul(delta, keep, out=keep)
     if rescale == "l1":
         rescale_l1(delta, out)
     elif rescale == "inverse_keep_prob":
@@ -296,8 +417,8 @@ def della_magprune(
         return delta
     check_della_band(density, epsilon, where="della")
     keep_prob = della_keep_probabilities(delta, density, epsilon)
-    keep = uniform_like(delta, generator) < keep_prob
-    out = delta * keep
+    keep = uniform_like(delta, generator).lt_(keep_prob)  # 1.0 where kept, 0.0 where dropped
+    out = torch.mul(delta, keep, out=keep)
     if rescale == "l1":
         rescale_l1(delta, out)
     elif rescale == "inverse_keep_prob":
