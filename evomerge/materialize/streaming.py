@@ -22,7 +22,7 @@ import torch
 from evomerge.io.checkpoint import Checkpoint, check_compatible, check_finite
 from evomerge.io.dtypes import parse_dtype
 from evomerge.io.writer import TOKENIZER_FILES, ShardedWriter, atomic_output_dir, copy_model_files
-from evomerge.materialize.execute import NonFiniteMergeError, gather_from_sources, run_task
+from evomerge.materialize.execute import BufferPool, NonFiniteMergeError, gather_from_sources, run_task
 from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_key, plan_merge
 from evomerge.recipe.model import Recipe
 
@@ -105,15 +105,17 @@ def merge_to_disk(
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
             layout = [(name, shape, dtype) for name, shape in plan.layout()]
             # Reading the next tensor's sources overlaps with merging the current one
-            # (torch releases the GIL); at most two tasks' inputs are alive at once.
+            # (torch releases the GIL); at most two tasks' inputs are alive at once, and their
+            # float32 buffers are recycled once a task is written.
+            pool = BufferPool()
             with ShardedWriter(tmp, layout, max_shard_bytes=max_shard_bytes) as writer, \
                     ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomerge-read") as reader:
-                pending = reader.submit(gather_from_sources, plan.tasks[0], fetch) if plan.tasks else None
+                pending = reader.submit(gather_from_sources, plan.tasks[0], fetch, pool) if plan.tasks else None
                 for i, task in enumerate(plan.tasks):
                     assert pending is not None
                     base, inputs = pending.result()
                     if i + 1 < len(plan.tasks):
-                        pending = reader.submit(gather_from_sources, plan.tasks[i + 1], fetch)
+                        pending = reader.submit(gather_from_sources, plan.tasks[i + 1], fetch, pool)
                     try:
                         merged = run_task(task, base, inputs)
                     except NonFiniteMergeError:
@@ -121,6 +123,7 @@ def merge_to_disk(
                             check_sources(task)  # names the source tensor and file when a source is at fault
                         raise
                     writer.write(task.out_name, merged)
+                    pool.give_back([*([base] if base is not None else []), *inputs])
                     del base, inputs, merged
                     if on_tensor is not None:
                         on_tensor(i + 1, len(plan.tasks), task.out_name)
