@@ -17,6 +17,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -29,6 +30,9 @@ from evomerge.io.safetensors_format import plan_header
 __all__ = ["TOKENIZER_FILES", "ShardedWriter", "atomic_output_dir", "copy_model_files"]
 
 Layout = Sequence[tuple[str, tuple[int, ...], torch.dtype]]
+
+# A background flush starts once this much was written since the last one started (see _flush_behind).
+_FLUSH_EVERY_BYTES = 64 << 20
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -88,6 +92,9 @@ class ShardedWriter:
         self._where: dict[str, tuple[int, int, int]] = {}  # name -> (shard index, begin, end)
         self._written: set[str] = set()
         self._closed = False
+        self._flusher: ThreadPoolExecutor | None = None  # see _flush_behind
+        self._flushing: Future[None] | None = None
+        self._unflushed = 0  # bytes written since the last background flush started
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for k, (file, tensors) in enumerate(zip(self.files, shards, strict=True)):
             header, offsets = plan_header(tensors)
@@ -128,6 +135,25 @@ class ShardedWriter:
         except OSError as exc:
             raise CheckpointError(f"{file}: cannot write tensor {name!r} ({exc})") from exc
         self._written.add(name)
+        self._unflushed += len(raw)
+        if self._unflushed >= _FLUSH_EVERY_BYTES:
+            self._flush_behind(file)
+
+    def _flush_behind(self, file: Path) -> None:
+        """Start flushing ``file`` to disk in the background unless a flush is still running.
+
+        The data must be on disk before the output is renamed into place (``close``
+        syncs every shard); flushing while later tensors are computed leaves that
+        final sync only the last few tensors to write instead of the whole model.
+        """
+        if self._flushing is not None:
+            if not self._flushing.done():
+                return
+            self._flushing.result()  # an I/O error surfaces here, or at close
+        if self._flusher is None:
+            self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomerge-flush")
+        self._flushing = self._flusher.submit(_datasync, file)
+        self._unflushed = 0
 
     @property
     def missing(self) -> list[str]:
@@ -140,6 +166,7 @@ class ShardedWriter:
             return self._result()
         missing = self.missing
         self._closed = True
+        self._stop_flusher()
         if missing:
             raise CheckpointError(
                 f"{self.out_dir}: {len(missing)} tensor(s) of the layout were never written, e.g. "
@@ -155,6 +182,14 @@ class ShardedWriter:
                 os.fsync(f.fileno())
         return self._result()
 
+    def _stop_flusher(self) -> None:
+        flushing, self._flushing = self._flushing, None
+        if self._flusher is not None:
+            self._flusher.shutdown(wait=True)
+            self._flusher = None
+        if flushing is not None:
+            flushing.result()
+
     def _result(self) -> list[Path]:
         return [*self.files, *([self.out_dir / INDEX_FILE] if len(self.files) > 1 else [])]
 
@@ -168,6 +203,16 @@ class ShardedWriter:
             self.close()
         else:  # the caller's error wins; do not mask it with "tensors missing"
             self._closed = True
+            with contextlib.suppress(CheckpointError):
+                self._stop_flusher()
+
+
+def _datasync(file: Path) -> None:
+    try:
+        with open(file, "rb+") as f:
+            getattr(os, "fdatasync", os.fsync)(f.fileno())  # macOS has no fdatasync
+    except OSError as exc:
+        raise CheckpointError(f"{file}: cannot flush the output to disk ({exc})") from exc
 
 
 TOKENIZER_FILES = (
