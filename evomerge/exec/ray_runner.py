@@ -27,7 +27,8 @@ trip) are dispatched at once, to the least loaded live worker; ``evaluate``
 yields results as ``ray.wait`` reports them, and ``submit``/``poll`` let a Study
 ask for more the moment a slot frees. A call carries one candidate, or, when
 candidates take only milliseconds (a Ray call costs ~1 ms), a batch of them
-sized to ~50 ms of work (``batch_size``: None adapts, an int fixes it).
+sized to ~0.2 s of work (``batch_size``: None adapts, an int fixes it): the driver then spends
+~0.1 ms per digits candidate instead of ~0.16 ms at 50 ms calls, which matters when it shares the cores.
 
 **Fault tolerance.** Actors are created with ``max_restarts`` (default:
 unlimited). When one dies (killed, out of memory, node lost), its unfinished
@@ -65,8 +66,8 @@ log = logging.getLogger(__name__)
 
 WorkerStatus = Literal["starting", "idle", "busy", "restarting", "dead"]
 SHARE_LIMIT = 0.8  # share sources through the object store only when they take at most this share of it
-BATCH_SECONDS = 0.05  # with adaptive batching, an actor call carries about this much work...
-MAX_BATCH = 32  # ...but never more candidates than this
+BATCH_SECONDS = 0.2  # with adaptive batching, an actor call carries about this much work...
+MAX_BATCH = 128  # ...but never more candidates than this
 
 
 @dataclass
@@ -283,7 +284,7 @@ class RayRunner(Runner):
         return self.max_in_flight * self._batch()
 
     def _batch(self) -> int:
-        """Candidates per actor call: fixed, or enough for ~50 ms of work once candidates have been timed."""
+        """Candidates per actor call: fixed, or enough for ~BATCH_SECONDS of work once candidates have been timed."""
         if self.batch_size is not None:
             return max(1, self.batch_size)
         if self._eval_seconds is None:
