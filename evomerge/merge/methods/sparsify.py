@@ -75,16 +75,7 @@ def _kth_largest_bracketed(flat: torch.Tensor, k: int) -> torch.Tensor | None:
     is exact whatever the sample: the answer is in the band exactly when the
     counts say so, and otherwise the caller falls back to a full selection.
     """
-    n = flat.numel()
-    stride = max(n // _SAMPLE, 1)
-    sample = flat[::stride].contiguous()
-    m = sample.numel()
-    q = k / n
-    j = int(q * m)
-    margin = int(4 * math.sqrt(m * q * (1 - q))) + 16
-    # the (j - margin)-th and (j + margin)-th largest of the sample (0-based): two selections beat one sort
-    hi = torch.kthvalue(sample, m - max(j - margin, 0)).values
-    lo = torch.kthvalue(sample, m - min(j + margin, m - 1)).values
+    lo, hi, _, _ = _sample_bounds(flat, k)
     above = int(torch.count_nonzero(flat > hi))  # count_nonzero: ~10x faster than a bool sum on CPU
     if above >= k:
         return None
