@@ -6,6 +6,7 @@ serves any decoder whose blocks are numbered, not only Llama.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -32,7 +33,9 @@ class TensorPlace:
         return f"{self.prefix}.{layer}.{self.suffix}"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def place_of(name: str) -> TensorPlace:
+    """Cached: a search plans every candidate over the same names (the result is immutable)."""
     m = _LAYER.match(name)
     if m is None:
         return TensorPlace(name=name, layer=None)
