@@ -4,7 +4,9 @@ A Ray instance evomerge starts for itself must not be reachable from the
 network: on these machines Ray takes the external interface and listens on
 0.0.0.0 even when told 127.0.0.1, unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
 is in the environment before it starts (then every socket binds 127.0.0.1).
-We set it, and ``RAY_USAGE_STATS_ENABLED=0`` (no usage report leaves the
+Ray reads that variable once, when it is imported, so we set it before
+importing Ray and, when Ray was imported earlier, overrule the constant it
+derived. We also set ``RAY_USAGE_STATS_ENABLED=0`` (no usage report leaves the
 machine), and start no dashboard. Going wider is the user's explicit choice:
 start a cluster (``ray start --head``) and give its address.
 """
@@ -27,6 +29,16 @@ DEFAULT_GCS_PORT = 6379
 def loopback_environment() -> None:
     """Make every Ray process started from here on bind 127.0.0.1 and report nothing home."""
     os.environ.update(LOOPBACK_ENV)
+
+
+def _loopback_in_this_process() -> None:
+    """Ray imported before we set the environment has already decided to use the external interface:
+    overrule that decision (a module constant read when the node's address is chosen)."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # private module moved: the environment variable is all we can do
+        return
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -79,6 +91,10 @@ def connect(address: str | None, *, num_cpus: float, num_gpus: float | None = No
     A process already connected to Ray keeps its connection (tests and
     notebooks that called ``ray.init`` themselves).
     """
+    import sys
+
+    if address is None and "ray" not in sys.modules:
+        loopback_environment()  # before `import ray`: Ray reads it once, at import time
     import ray
 
     if address is not None:
@@ -87,7 +103,8 @@ def connect(address: str | None, *, num_cpus: float, num_gpus: float | None = No
         return False
     quiet = {"log_to_driver": log_to_driver, "logging_level": logging.WARNING}
     if address is None:
-        loopback_environment()
+        loopback_environment()  # for the processes ray.init spawns
+        _loopback_in_this_process()
         try:
             ray.init(num_cpus=max(math.ceil(num_cpus), os.cpu_count() or 1), num_gpus=num_gpus,
                      object_store_memory=object_store_memory, include_dashboard=False, **quiet)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -29,6 +33,20 @@ def test_a_ray_instance_evomerge_starts_listens_on_loopback_only(local_ray):
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
     ray_pids = {p.pid for p in psutil.Process().children(recursive=True)}
     addresses = listening_addresses(ray_pids)
+    assert addresses, "expected the Ray processes to listen somewhere"
+    assert addresses <= LOOPBACK, addresses
+
+
+@pytest.mark.parametrize("import_ray_first", [False, True])
+def test_a_fresh_process_starting_ray_through_evomerge_listens_on_loopback_only(no_ray, import_ray_first):
+    """As the CLI runs: no RAY_* variable set beforehand (Ray reads it at import) and, in the second case,
+    Ray imported before evomerge. Every socket of the instance must be on 127.0.0.1."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    probe = [sys.executable, str(Path(__file__).parent / "ray_loopback_probe.py")]
+    out = subprocess.run(probe + (["--import-ray-first"] if import_ray_first else []), env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    addresses = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert addresses, "expected the Ray processes to listen somewhere"
     assert addresses <= LOOPBACK, addresses
 
