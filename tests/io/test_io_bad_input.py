@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import struct
 from pathlib import Path
@@ -132,8 +133,10 @@ def test_malicious_pickle_is_refused_with_a_conversion_how_to(tmp_path: Path) ->
     assert "posix.system" in message and "safetensors" in message and "save_file" in message
 
 
-def test_unreadable_bin_is_refused_naming_the_file(tmp_path: Path) -> None:
-    (tmp_path / "pytorch_model.bin").write_bytes(os.urandom(4096))
+@pytest.mark.parametrize("seed", range(40))
+def test_unreadable_bin_is_refused_naming_the_file(tmp_path: Path, seed: int) -> None:
+    # random bytes make the unpickler fail in many ways (IndexError, TypeError, EOFError...): all are "corrupt"
+    (tmp_path / "pytorch_model.bin").write_bytes(random.Random(seed).randbytes(4096))
     with pytest.raises(CheckpointError, match="corrupt") as err:
         Checkpoint.open(tmp_path)
     assert str(tmp_path / "pytorch_model.bin") in str(err.value)
