@@ -82,8 +82,7 @@ class StreamLoop:
         self.state = state or StreamState()
         self.inflight: dict[str, list[np.ndarray]] = {k: list(gs) for k, gs in self.state.inflight}
         self.known: dict[str, TrialRecord] = {}
-        self.candidates: dict[str, Candidate] = {}
-        self.submitted: set[str] = set()
+        self.candidates: dict[str, Candidate] = {}  # submitted to the runner, result not back yet
         self._last_save = time.monotonic()
         self._save_cost = 0.0
 
@@ -159,7 +158,7 @@ class StreamLoop:
         return len(self.inflight) < self._window()
 
     def _submit_new(self) -> None:
-        fresh = [k for k in self.inflight if k not in self.submitted]
+        fresh = [k for k in self.inflight if k not in self.candidates]
         if not fresh:
             return
         cands = []
@@ -168,7 +167,6 @@ class StreamLoop:
             cand = Candidate(key=key, recipe=self.study.space.decode(genome), genome=genome)
             self.candidates[key] = cand
             cands.append(cand)
-        self.submitted.update(fresh)
         self.study.runner.submit(cands)
 
     def run(self, records: list[TrialRecord]) -> bool:
@@ -185,13 +183,10 @@ class StreamLoop:
                     break  # budget spent, or the strategy has nothing more to propose
                 for result in self.study.runner.poll(timeout=POLL_S):
                     record = self.hooks.record(result, self.candidates.pop(result.key), {"asked": self.state.asked})
-                    self.submitted.discard(result.key)
                     self._tell(record)
                     self._save()
                     self.hooks.report(result)
         finally:
-            cancel = getattr(self.study.runner, "cancel", None)
-            if callable(cancel):
-                cancel()  # candidates still in flight are re-asked (same genomes) by the next resume
+            self.study.runner.cancel()  # candidates still in flight are re-asked (same genomes) by the next resume
         self._save(force=True)
         return interrupt.requested()
