@@ -77,6 +77,10 @@ class ModelEvolution(ABC):
         """Children asked and not told, in ask order."""
         return [self._asked[i] for i in sorted(self._asked)]
 
+    def pending_child(self, index: int) -> Child | None:
+        """Child ``index`` if it was asked and not told yet."""
+        return self._asked.get(index)
+
     def ask(self) -> Child:
         if not self.can_ask():
             raise EvolutionError(f"{self.name}: child {self.n_asked} needs the results of children "

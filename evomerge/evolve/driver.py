@@ -78,8 +78,11 @@ def evolve(algorithm: ModelEvolution, evaluate: Callable[[Child], np.ndarray | N
         save_pickle(run_dir / SNAPSHOT, {"algorithm": algorithm.state_dict(), "elapsed_s": elapsed(), "failed": failed})
         journal.reset()
 
+    def stopping() -> bool:
+        return interrupt.requested() or (wall_time_s is not None and elapsed() >= wall_time_s)
+
     def may_ask() -> bool:
-        if interrupt.requested() or (wall_time_s is not None and elapsed() >= wall_time_s):
+        if stopping():
             return False
         in_flight = algorithm.n_asked - algorithm.n_told
         if children is not None and algorithm.n_told + in_flight >= children:
@@ -89,19 +92,17 @@ def evolve(algorithm: ModelEvolution, evaluate: Callable[[Child], np.ndarray | N
     progress = EvolveProgress(algorithm.n_told, children, elapsed(), failed, replayed)
     if on_progress is not None:
         on_progress(progress)
-    pending = {c.index: c for c in algorithm.pending}  # asked before the snapshot: evaluated again
-    for child in pending.values():
+    for child in algorithm.pending:  # asked before the snapshot: evaluated again
         evaluator.submit(child)
     try:
         while True:
             while may_ask():
-                child = algorithm.ask()
-                pending[child.index] = child
-                evaluator.submit(child)
-            if not pending or interrupt.requested() or (wall_time_s is not None and elapsed() >= wall_time_s):
+                evaluator.submit(algorithm.ask())
+            if algorithm.n_asked == algorithm.n_told or stopping():
                 break
             for done in evaluator.poll(POLL_S):
-                child = pending.pop(done.index)
+                child = algorithm.pending_child(done.index)
+                assert child is not None, f"child {done.index} came back twice or was never asked"
                 scores = _checked(done, child, run_dir / FAILURES)
                 if scores is not None and scores.size != algorithm.n_scores:
                     raise EvolutionError(f"the evaluation of child {child.index} returned {scores.size} scores; "
@@ -129,14 +130,13 @@ def _replay(algorithm: ModelEvolution, records: list[Record], path: Path) -> tup
     """Tell the journaled children again, each after as many asks as when it was first told.
 
     Returns (children told, of which failed)."""
-    told_in_snapshot = set(range(algorithm.n_asked)) - {c.index for c in algorithm.pending}
     replayed = failed = 0
     for record in records:
-        if record.index in told_in_snapshot:
+        if record.index < algorithm.n_asked and algorithm.pending_child(record.index) is None:
             continue  # already inside the snapshot (killed between snapshot and journal reset)
         while algorithm.n_asked < record.asked and algorithm.can_ask():
             algorithm.ask()
-        child = next((c for c in algorithm.pending if c.index == record.index), None)
+        child = algorithm.pending_child(record.index)
         if child is None:
             raise EvolutionError(f"{path}: record for child {record.index} (told after {record.asked} asks) but the "
                                  f"state has asked {algorithm.n_asked} and holds {[c.index for c in algorithm.pending]}"
