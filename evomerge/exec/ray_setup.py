@@ -91,10 +91,8 @@ def connect(address: str | None, *, num_cpus: float, num_gpus: float | None = No
     A process already connected to Ray keeps its connection (tests and
     notebooks that called ``ray.init`` themselves).
     """
-    import sys
-
-    if address is None and "ray" not in sys.modules:
-        loopback_environment()  # before `import ray`: Ray reads it once, at import time
+    if address is None:
+        loopback_environment()  # before `import ray` (Ray reads it once, at import) and for what ray.init spawns
     import ray
 
     if address is not None:
@@ -103,8 +101,7 @@ def connect(address: str | None, *, num_cpus: float, num_gpus: float | None = No
         return False
     quiet = {"log_to_driver": log_to_driver, "logging_level": logging.WARNING}
     if address is None:
-        loopback_environment()  # for the processes ray.init spawns
-        _loopback_in_this_process()
+        _loopback_in_this_process()  # in case Ray was imported before we set the environment
         try:
             ray.init(num_cpus=max(math.ceil(num_cpus), os.cpu_count() or 1), num_gpus=num_gpus,
                      object_store_memory=object_store_memory, include_dashboard=False, **quiet)
