@@ -212,20 +212,19 @@ class Study:
         budget = self.config.budget
         started = time.monotonic()
         reused = 0
+        # kept up to date per result (a progress report after every cheap candidate must not rescan the run)
+        scores = [self.score(r.objectives) for r in records.values() if r.status == "ok"]
+        best: float | None = max(scores) if scores else None
+        failed = sum(r.status != "ok" for r in records.values())
 
         def elapsed() -> float:
             return self._elapsed_before + time.monotonic() - started
 
-        def best() -> float | None:
-            scores = [self.score(r.objectives) for r in records.values() if r.status == "ok"]
-            return max(scores) if scores else None
-
         def report(last: EvalResult | None) -> None:
             if on_progress is not None:
                 states = getattr(self._runner, "worker_states", None)
-                on_progress(Progress(done=len(records), budget=budget.evaluations, best=best(), elapsed_s=elapsed(),
-                                     wall_budget_s=budget.wall_time_s, last=last, reused=reused,
-                                     failed=sum(r.status != "ok" for r in records.values()),
+                on_progress(Progress(done=len(records), budget=budget.evaluations, best=best, elapsed_s=elapsed(),
+                                     wall_budget_s=budget.wall_time_s, last=last, reused=reused, failed=failed,
                                      workers=states() if callable(states) else []))
 
         def record(result: EvalResult, cand: Candidate, extra: dict[str, Any]) -> TrialRecord:
@@ -235,6 +234,12 @@ class Study:
             rec = TrialRecord(number=number, key=result.key, status=result.status, objectives=result.objectives,
                               genome=cand.genome, recipe=recipe, user_attrs=dict(extra))
             records[result.key] = rec
+            nonlocal best, failed
+            if rec.status == "ok":
+                score = self.score(rec.objectives)
+                best = score if best is None else max(best, score)
+            else:
+                failed += 1
             return rec
 
         def count_reused(n: int) -> None:
