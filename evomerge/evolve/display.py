@@ -11,7 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from evomerge.evolve.driver import EvolveProgress
-from evomerge.study.display import progress_columns, worker_summary
+from evomerge.study.display import progress_columns, status_tail
 
 
 @contextmanager
@@ -33,12 +33,7 @@ def evolve_progress(console: Console, total: int | None, min_interval_s: float =
             state["drawn"] = p.elapsed_s
             best = "-" if state["best"] is None else f"{state['best']:.4f}"
             info = f"best child {best} · {p.children / max(p.elapsed_s, 1e-9):.1f} children/s"
-            if p.failed:
-                info += f" · {p.failed} failed"
-            if p.replayed:
-                info += f" · {p.replayed} replayed"
-            if p.workers:
-                info += f" · {worker_summary(p.workers)}"
+            info += status_tail(p.failed, p.replayed, "replayed", p.workers)
             bar.update(task, completed=p.children, info=info)
 
         yield update

@@ -28,15 +28,20 @@ def live_progress(console: Console, total: int | None) -> Iterator:
         def update(p: StudyProgress) -> None:
             best = "-" if p.best is None else f"{p.best:.4f}"
             info = f"best {best} · {p.evals_per_min:.1f} evals/min"
-            if p.failed:
-                info += f" · {p.failed} failed"
-            if p.reused:
-                info += f" · {p.reused} restored"
-            if p.workers:
-                info += f" · {worker_summary(p.workers)}"
+            info += status_tail(p.failed, p.reused, "restored", p.workers)
             bar.update(task, completed=p.done, info=info)
 
         yield update
+
+
+def status_tail(failed: int, resumed: int, resumed_word: str, workers: list) -> str:
+    """The part every progress line shares: failures, work taken over from before a resume, the workers."""
+    info = f" · {failed} failed" if failed else ""
+    if resumed:
+        info += f" · {resumed} {resumed_word}"
+    if workers:
+        info += f" · {worker_summary(workers)}"
+    return info
 
 
 def worker_summary(states: list, max_listed: int = 4) -> str:
