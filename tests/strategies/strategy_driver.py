@@ -8,7 +8,7 @@ function of the genome, with failures (``None`` and NaN) sprinkled in.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,19 +39,21 @@ def run_script(
     ops: Sequence[Op],
     objective: Objective,
     *,
-    interrupt_at: int | None = None,
+    interrupt_at: int | Iterable[int] | None = None,
     rebuild: Callable[[], Strategy] | None = None,
     queue: list[np.ndarray] | None = None,
 ) -> tuple[Strategy, list[np.ndarray]]:
-    """Run ``ops``; before op ``interrupt_at``, pickle the state and continue on a rebuilt strategy.
+    """Run ``ops``; before op ``interrupt_at`` (or each op in it), pickle the state and continue on a rebuilt
+    strategy.
 
     Returns the final strategy and every genome asked, in order. After the restore the untold queue
     is taken from the restored strategy's ``pending()``, as a restarted Study would do.
     """
     asked: list[np.ndarray] = []
     queue = [] if queue is None else queue
+    interrupts = {interrupt_at} if isinstance(interrupt_at, int) else set(interrupt_at or ())
     for i, (op, n) in enumerate(ops):
-        if i == interrupt_at:
+        if i in interrupts:
             blob = pickle.dumps(strategy.state_dict())
             assert rebuild is not None
             strategy = rebuild()

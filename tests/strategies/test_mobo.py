@@ -7,6 +7,7 @@ iterations) so the suite stays fast on a shared CPU; the algorithm is the same.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -188,33 +189,15 @@ SCRIPT = [("ask", 2), ("tell", 1), ("ask", None), ("tell", None), ("ask", 1), ("
           ("tell", None)]
 
 
-def run_with_a_round_trip_before_every_op(seed: int) -> tuple[list[np.ndarray], list]:
-    """``run_script`` with the state pickled and loaded into a fresh strategy (another seed) before *every* op."""
-    objective = flaky(zdt1)
-    strategy = build("mm-mo", MO, seed, SMALL)
-    asked: list[np.ndarray] = []
-    queue: list[np.ndarray] = []
-    for i, (op, n) in enumerate(SCRIPT):
-        blob = pickle.dumps(strategy.state_dict())
-        strategy = build("mm-mo", MO, 1000 + i, SMALL)
-        strategy.load_state_dict(pickle.loads(blob))
-        assert same(strategy.pending(), queue)
-        if op == "ask":
-            got = strategy.ask(n)
-            asked += got
-            queue += got
-        else:
-            k = len(queue) if n is None else min(n, len(queue))
-            batch, queue = queue[:k], queue[k:]
-            strategy.tell(batch, [objective(g) for g in batch])
-    return asked, [e.values for e in strategy.best()]
-
-
 def test_a_state_round_trip_before_every_operation_continues_bit_identically() -> None:
     objective = flaky(zdt1)
     reference, asked = run_script(build("mm-mo", MO, 7, SMALL), SCRIPT, objective)
     assert len(asked) == 5 + 3 + 3 + 2  # initial design, two GP batches, two of a third (one ask is locked out)
-    again, best = run_with_a_round_trip_before_every_op(7)
+    # before *every* op, the state pickled and loaded into a fresh strategy (another seed each time)
+    seeds = itertools.count(1000)
+    restored, again = run_script(build("mm-mo", MO, 7, SMALL), SCRIPT, objective, interrupt_at=range(len(SCRIPT)),
+                                 rebuild=lambda: build("mm-mo", MO, next(seeds), SMALL))
+    best = [e.values for e in restored.best()]
     assert same(asked, again)
     assert best == [e.values for e in reference.best()]
     # single interrupts through the shared driver: a batch just told, a GP batch half told
