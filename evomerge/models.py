@@ -8,23 +8,19 @@ same path.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from evomerge.errors import CheckpointError
+from evomerge.io.json_object import read_json_object
 
 
 def model_type(path: str | Path) -> str | None:
     config = Path(path) / "config.json"
     if not config.is_file():
         return None
-    try:
-        return json.loads(config.read_text()).get("model_type")
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config}: not valid JSON ({exc})") from None
+    return read_json_object(config).get("model_type")
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu",

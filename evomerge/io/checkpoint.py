@@ -19,6 +19,7 @@ import torch
 
 from evomerge.errors import CheckpointError
 from evomerge.io.dtypes import parse_dtype
+from evomerge.io.json_object import read_json_object
 from evomerge.io.pickle_weights import load_state_dict
 from evomerge.io.safetensors_format import read_header
 from evomerge.io.validate import check_compatible, check_finite  # re-exported: part of this module's API
@@ -271,15 +272,7 @@ class Checkpoint:
 # -------------------------------------------------------------------- helpers
 def _read_config(folder: Path) -> dict:
     file = folder / "config.json"
-    if not file.is_file():
-        return {}
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{file}: not valid JSON ({exc}); fix or re-download it") from exc
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{file}: expected a JSON object, got {type(config).__name__}")
-    return config
+    return read_json_object(file) if file.is_file() else {}
 
 
 def _read_weight_map(index: Path) -> dict[str, str]:

@@ -25,6 +25,7 @@ import torch
 
 from evomerge.errors import CheckpointError, ConfigError
 from evomerge.io.dtypes import DTYPE_TO_CODE
+from evomerge.io.json_object import read_json_object
 from evomerge.io.safetensors_format import plan_header
 
 __all__ = ["TOKENIZER_FILES", "ShardedWriter", "atomic_output_dir", "copy_model_files"]
@@ -243,10 +244,7 @@ def copy_model_files(src: Path, out: Path, *, torch_dtype: torch.dtype | None = 
     out.mkdir(parents=True, exist_ok=True)
     config_file = src / "config.json"
     if config_file.is_file():
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{config_file}: not valid JSON ({exc})") from exc
+        config = read_json_object(config_file)
         if torch_dtype is not None:
             value = str(torch_dtype).removeprefix("torch.")
             keys = [k for k in ("dtype", "torch_dtype") if k in config] or ["dtype", "torch_dtype"]

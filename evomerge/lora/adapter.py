@@ -12,7 +12,6 @@ do not share their base, target modules, rank or scaling.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from evomerge.errors import CheckpointError
+from evomerge.io.json_object import read_json_object
 from evomerge.io.safetensors_format import read_header
 
 CONFIG_FILE = "adapter_config.json"
@@ -162,12 +162,7 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such LoRA adapter folder")
     if not file.is_file():
         raise CheckpointError(f"{file}: missing; a PEFT LoRA adapter folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{file}: expected a JSON object, got {type(config).__name__}")
+    config = read_json_object(file)
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise CheckpointError(f"{file}: peft_type is {config.get('peft_type')!r}; only LORA adapters are merged here")
     for key, bad in _UNSUPPORTED.items():
