@@ -12,7 +12,8 @@ parameter ``problem.param_names[i]`` with ``FloatDistribution(lower[i], upper[i]
 
 Failures (``None``, NaN, inf) are told as ``TrialState.FAIL``: Optuna's samplers ignore failed trials.
 
-Resume: ``state_dict`` holds the pickled sampler (its RNGs and caches), the study's system attrs
+Resume: ``state_dict`` holds the sampler's random states and warm starts as plain data (the sampler
+itself is rebuilt from its settings, see ``sampler_state``), the study's system attrs
 (NSGA's parent-population cache) and every trial as plain data — params, values, state and system
 attrs (NSGA's generation number lives there) — including asked-but-untold trials, which are kept
 ``RUNNING`` (TPE's constant liar and GP's batch acquisition see them, as in the uninterrupted run).
@@ -26,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import pickle
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
@@ -50,8 +50,9 @@ from optuna.trial import TrialState, create_trial
 
 from evomerge.errors import ConfigError
 from evomerge.strategies.base import Genome, Problem, Strategy, StrategyError, genome_key
+from evomerge.strategies.sampler_state import load_sampler_state, sampler_state
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: the sampler as plain data (1 pickled the live sampler)
 _QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("evomerge_quiet_optuna", default=False)
 
 
@@ -172,7 +173,7 @@ class OptunaStrategy(Strategy):
             **self._state_header(),
             "version": _STATE_VERSION,
             "optuna_version": optuna.__version__,
-            "sampler": pickle.dumps(self._sampler),
+            "sampler": sampler_state(self._sampler),
             "study_system_attrs": dict(self._study._storage.get_study_system_attrs(self._study._study_id)),
             "trials": trials,
             "pending": [(num, g.copy()) for num, (_, g) in self._pending.items()],
@@ -181,13 +182,14 @@ class OptunaStrategy(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._check_state(state)
-        try:
-            sampler = pickle.loads(state["sampler"])
-        except Exception as exc:  # an Optuna upgrade can change the sampler's pickled layout
+        if state.get("version") != _STATE_VERSION:
             raise StrategyError(
-                f"{self.name}: cannot unpickle the saved sampler (saved with optuna {state.get('optuna_version')}, "
-                f"running {optuna.__version__}): {exc}"
-            ) from exc
+                f"{self.name}: the checkpoint's sampler state has format {state.get('version')} "
+                f"(this evomerge reads {_STATE_VERSION}); resume with the evomerge version that wrote it"
+            )
+        with _quiet():
+            sampler = self._make_sampler()
+        load_sampler_state(sampler, state["sampler"], owner=self.name)
         study = self._new_study(sampler)
         storage = study._storage
         for key, value in state["study_system_attrs"].items():
