@@ -14,7 +14,7 @@ input scale). Embeddings, final norm, head and tokenizer come from model A
   ``generate(...)`` work unchanged.
 
   KV cache: transformers' attention writes its keys/values with
-  ``past_key_values.update(k, v, self.layer_idx)``, so a layer used twice
+  ``cache.update(k, v, self.layer_idx)``, so a layer used twice
   would write both hops into one cache slot. Each hop therefore hands its
   layer a ``HopCache`` view of the shared cache whose ``update`` ignores the
   layer's own ``layer_idx`` and uses the hop's position instead; the cache
@@ -70,6 +70,9 @@ __all__ = [
 # it only through these projections: the fold below is exact for them (up to the norm's eps).
 # Sandwich-norm families (Gemma 2/3: a norm *after* o_proj/down_proj) are excluded on purpose.
 FOLDABLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+# The keyword a decoder layer receives its KV cache under: ``cache`` since transformers 5.x (which still
+# accepts ``past_key_values`` until 5.40), ``past_key_values`` / ``past_key_value`` before.
+CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")
 RESIDUAL_WRITES = ("self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight", "mlp.down_proj.bias")
 
 
@@ -155,11 +158,13 @@ class RoutedLayer(nn.Module):
         if hasattr(layer, "attention_type"):  # families that pick a mask per layer type (Qwen2, Mistral)
             self.attention_type = layer.attention_type
 
-    def forward(self, hidden_states: torch.Tensor, *args: Any, past_key_values: Any = None, **kwargs: Any) -> Any:
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         if self.scale != 1.0:
             hidden_states = hidden_states * self.scale
-        view = None if past_key_values is None else HopCache(past_key_values, self.index)
-        return self.layer(hidden_states, *args, past_key_values=view, **kwargs)
+        for name in CACHE_KWARGS:  # whichever name this transformers passes the cache under
+            if kwargs.get(name) is not None:
+                kwargs[name] = HopCache(kwargs[name], self.index)
+        return self.layer(hidden_states, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"hop={self.index}, scale={self.scale:g}"
