@@ -77,6 +77,14 @@ class GenerationSpec(_TaskBase):
     extract: Extract = Extract()
     decoder: Literal["loop", "hf"] = "loop"  # hand-written KV-cache loop (faster) or HF generate
     add_special_tokens: bool = True
+    stop: list[str] = Field(default_factory=list)  # generation ends at the first of these; the text is cut there
+
+    @field_validator("stop")
+    @classmethod
+    def _stops_not_empty(cls, v: list[str]) -> list[str]:
+        if any(not s for s in v):
+            raise ValueError("stop strings must be non-empty")
+        return v
 
 
 class MultipleChoiceSpec(_TaskBase):

@@ -19,7 +19,7 @@ from evomerge.errors import FitnessError
 from evomerge.fitness.base import Direction, TaskResult, check_split
 from evomerge.fitness.config import GenerationSpec
 from evomerge.fitness.data import read_jsonl, resolve
-from evomerge.fitness.decoding import Batch, cut_at_eos, greedy_hf, greedy_loop, make_batches, model_device
+from evomerge.fitness.decoding import Batch, cut_at_eos, cut_at_stop, greedy_hf, greedy_loop, make_batches, model_device
 from evomerge.fitness.extract import make_extractor, normalize
 from evomerge.fitness.tokens import EncodingCache, encode, eos_ids, pad_id
 
@@ -41,8 +41,9 @@ class PromptGenerator:
     """Encodes prompts once per tokenizer and runs batched greedy decoding on them."""
 
     def __init__(self, prompts: dict[str, list[str]], *, max_new_tokens: int, batch_size: int,
-                 add_special_tokens: bool, decoder: str = "loop") -> None:
+                 add_special_tokens: bool, decoder: str = "loop", stop: list[str] | None = None) -> None:
         self.prompts = prompts
+        self.stop = list(stop or [])
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.add_special_tokens = add_special_tokens
@@ -63,6 +64,7 @@ class PromptGenerator:
         device = model_device(model)
         eos = eos_ids(model, tokenizer)
         pid = pad_id(tokenizer)
+        ends = [*eos, pid] if self.stop else eos  # a row that met a stop string is padded after it
         rows: list[list[int]] = [[] for _ in self.prompts[split]]
         n_generated = 0
         t_gen = 0.0
@@ -72,16 +74,19 @@ class PromptGenerator:
             for b in batches:
                 t1 = time.perf_counter()
                 out = self.decoder(model, b.input_ids.to(device), b.attention_mask.to(device),
-                                   max_new_tokens=self.max_new_tokens, eos_ids=eos, pad_id=pid).cpu()
+                                   max_new_tokens=self.max_new_tokens, eos_ids=eos, pad_id=pid,
+                                   stop=self.stop, tokenizer=tokenizer).cpu()
                 t_gen += time.perf_counter() - t1
                 for row, i in zip(out.tolist(), b.index.tolist(), strict=True):
-                    kept = cut_at_eos(row, eos)
+                    kept = cut_at_eos(row, ends)
                     rows[i] = kept
-                    n_generated += min(len(kept) + 1, len(row))  # + the EOS step, when there was one
+                    n_generated += len(kept) + int(len(kept) < len(row) and row[len(kept)] in eos)  # + EOS
         finally:
             model.train(was_training)
         t2 = time.perf_counter()
         texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+        if self.stop:
+            texts = [cut_at_stop(t, self.stop) for t in texts]
         t_dec = time.perf_counter() - t2
         return Generations(texts, n_generated, prompt_tokens, t_enc + t_dec, t_gen)
 
@@ -113,7 +118,7 @@ class GenerationTask:
         self.generator = PromptGenerator(
             {s: [r["prompt"] for r in recs] for s, recs in self.examples.items()},
             max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
-            add_special_tokens=spec.add_special_tokens, decoder=spec.decoder,
+            add_special_tokens=spec.add_special_tokens, decoder=spec.decoder, stop=spec.stop,
         )
 
     def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train") -> TaskResult:
