@@ -21,6 +21,7 @@ from evomerge.fitness.config import GenerationSpec
 from evomerge.fitness.data import read_jsonl, resolve
 from evomerge.fitness.decoding import Batch, cut_at_eos, cut_at_stop, greedy_hf, greedy_loop, make_batches, model_device
 from evomerge.fitness.extract import make_extractor, normalize
+from evomerge.fitness.prompts import PromptBuilder
 from evomerge.fitness.tokens import EncodingCache, encode, eos_ids, pad_id
 
 log = logging.getLogger(__name__)
@@ -38,34 +39,48 @@ class Generations:
 
 
 class PromptGenerator:
-    """Encodes prompts once per tokenizer and runs batched greedy decoding on them."""
+    """Renders and encodes prompts once per tokenizer and runs batched greedy decoding on them.
 
-    def __init__(self, prompts: dict[str, list[str]], *, max_new_tokens: int, batch_size: int,
-                 add_special_tokens: bool, decoder: str = "loop", stop: list[str] | None = None) -> None:
-        self.prompts = prompts
+    ``prompts``: the raw prompts per split, or a :class:`PromptBuilder` that renders them (template,
+    chat template, few-shot) for a tokenizer.
+    """
+
+    def __init__(self, prompts: dict[str, list[str]] | PromptBuilder, *, max_new_tokens: int, batch_size: int,
+                 add_special_tokens: bool | None, decoder: str = "loop", stop: list[str] | None = None) -> None:
+        if isinstance(prompts, PromptBuilder):
+            self.builder: PromptBuilder | None = prompts
+            add_special_tokens = prompts.add_special_tokens(add_special_tokens)
+        else:
+            self.builder, add_special_tokens = None, True if add_special_tokens is None else add_special_tokens
+            self.prompts = prompts
         self.stop = list(stop or [])
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.add_special_tokens = add_special_tokens
         self.decoder = greedy_loop if decoder == "loop" else greedy_hf
-        self._cache: EncodingCache[tuple[list[Batch], int]] = EncodingCache()
+        self._cache: EncodingCache[tuple[list[Batch], int, int]] = EncodingCache()
 
-    def _encode(self, split: str, tokenizer: Any) -> tuple[list[Batch], int]:
-        ids = encode(tokenizer, self.prompts[split], add_special_tokens=self.add_special_tokens)
+    def texts(self, split: str, tokenizer: Any) -> list[str]:
+        """The prompts of ``split`` exactly as the model reads them."""
+        return self.builder.render(split, tokenizer) if self.builder is not None else self.prompts[split]
+
+    def _encode(self, split: str, tokenizer: Any) -> tuple[list[Batch], int, int]:
+        ids = encode(tokenizer, self.texts(split, tokenizer), add_special_tokens=self.add_special_tokens)
         for i, seq in enumerate(ids):
             if not seq:
                 raise FitnessError(f"prompt {i} of split '{split}' encodes to no tokens")
-        return make_batches(ids, self.batch_size, pad_id=pad_id(tokenizer), left=True), sum(map(len, ids))
+        batches = make_batches(ids, self.batch_size, pad_id=pad_id(tokenizer), left=True)
+        return batches, sum(map(len, ids)), len(ids)
 
     def run(self, model: Any, tokenizer: Any, split: str) -> Generations:
         t0 = time.perf_counter()
-        batches, prompt_tokens = self._cache.get(split, tokenizer, lambda: self._encode(split, tokenizer))
+        batches, prompt_tokens, n = self._cache.get(split, tokenizer, lambda: self._encode(split, tokenizer))
         t_enc = time.perf_counter() - t0
         device = model_device(model)
         eos = eos_ids(model, tokenizer)
         pid = pad_id(tokenizer)
         ends = [*eos, pid] if self.stop else eos  # a row that met a stop string is padded after it
-        rows: list[list[int]] = [[] for _ in self.prompts[split]]
+        rows: list[list[int]] = [[] for _ in range(n)]
         n_generated = 0
         t_gen = 0.0
         was_training = getattr(model, "training", False)
@@ -115,11 +130,16 @@ class GenerationTask:
                        f"the {len(refs)} reference answers; every candidate will score 0")
                 warnings.warn(msg, stacklevel=2)
                 log.warning(msg)
+        self.prompts = PromptBuilder(spec.prompt_format(), self.examples, task=self.name)
         self.generator = PromptGenerator(
-            {s: [r["prompt"] for r in recs] for s, recs in self.examples.items()},
+            self.prompts,
             max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
             add_special_tokens=spec.add_special_tokens, decoder=spec.decoder, stop=spec.stop,
         )
+
+    def check_tokenizer(self, tokenizer: Any, source: str = "the model") -> None:
+        """Preflight: what this task needs of the tokenizer (a chat template when it asks for one)."""
+        self.prompts.check_tokenizer(tokenizer, source)
 
     def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train") -> TaskResult:
         """Generate greedily for every prompt of ``split`` and score exact matches."""
