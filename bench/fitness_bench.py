@@ -9,6 +9,7 @@ and the total time to score one candidate on every task.
 
     .venv/bin/python bench/fitness_bench.py                          # zoo/tinylm/base + fitness/tinylm/*.yaml
     .venv/bin/python bench/fitness_bench.py --model DIR --tasks fitness/tinylm/*.yaml --threads 2
+    .venv/bin/python bench/fitness_bench.py --llama135m                # + decoding tokens/s, 135M Llama shape
 
 Without a built zoo it builds a random model of the tinylm shape (4 layers, hidden 128) with the
 tinylm tokenizer and tasks, and says so. An untrained model never emits EOS, so every answer runs to
@@ -57,6 +58,43 @@ def random_tinylm(out: Path) -> tuple[Any, Any, list[Path]]:
     return model, to_transformers(raw), paths
 
 
+def llama135m_decoding(*, n_prompts: int, batch_size: int, max_new_tokens: int, repeats: int) -> None:
+    """Tokens/s of the hand-written loop and of ``model.generate`` on a random 135M-parameter Llama
+    (SmolLM-135M's shape: 30 layers, hidden 576, 9 heads / 3 KV heads, vocabulary 49152), prompts of
+    8-96 random tokens batched by length; no EOS, so every row decodes ``max_new_tokens``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from evomerge.fitness.decoding import make_batches
+
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(8, 97, (n_prompts,), generator=g).tolist()
+    prompts = [torch.randint(3, cfg.vocab_size, (n,), generator=g).tolist() for n in lengths]
+    batches = make_batches(prompts, batch_size, pad_id=0, left=True)
+    print(f"\n135M-shaped random Llama: {n_params / 1e6:.1f} M parameters, {n_prompts} prompts of 8-96 tokens, "
+          f"batch {batch_size} (sorted by length), {max_new_tokens} new tokens each; best of {repeats}")
+    decoders = {"loop": greedy_loop, "generate": greedy_hf}
+    best = dict.fromkeys(decoders, float("inf"))
+    outs: dict[str, list[torch.Tensor]] = {}
+    for _ in range(repeats):  # interleaved, so that a busy machine slows both alike
+        for name, fn in decoders.items():
+            t0 = time.perf_counter()
+            outs[name] = [fn(model, b.input_ids, b.attention_mask, max_new_tokens=max_new_tokens, eos_ids=[],
+                             pad_id=0) for b in batches]
+            best[name] = min(best[name], time.perf_counter() - t0)
+    for name, seconds in best.items():
+        print(f"  {name:<9} {seconds:7.2f} s  {n_prompts * max_new_tokens / seconds:8.1f} tokens/s")
+    results = {name: (best[name], outs[name]) for name in decoders}
+    same = all(torch.equal(a, b) for a, b in zip(results["loop"][1], results["generate"][1], strict=True))
+    print(f"  loop / generate speed-up: {results['generate'][0] / results['loop'][0]:.2f}x; "
+          f"tokens identical: {same}")
+
+
 def timed(fn, repeats: int) -> tuple[float, Any]:
     times, out = [], None
     for _ in range(repeats):
@@ -74,10 +112,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="also time these batch sizes")
+    ap.add_argument("--llama135m", action="store_true", help="also time decoding on a random 135M Llama")
+    ap.add_argument("--llama-prompts", type=int, default=32)
+    ap.add_argument("--llama-batch", type=int, default=16)
+    ap.add_argument("--llama-new-tokens", type=int, default=32)
+    ap.add_argument("--skip-tasks", action="store_true", help="only the --llama135m decoding figures")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()}")
+    if args.llama135m:
+        llama135m_decoding(n_prompts=args.llama_prompts, batch_size=args.llama_batch,
+                           max_new_tokens=args.llama_new_tokens, repeats=args.repeats)
+    if args.skip_tasks:
+        return
     tmp = tempfile.TemporaryDirectory()
     task_paths = args.tasks or sorted((REPO / "fitness" / "tinylm").glob("*.yaml"))
     if (args.model / "config.json").is_file() and task_paths:

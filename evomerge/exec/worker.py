@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from evomerge.exec.base import Candidate, EvalResult
-from evomerge.fitness import FitnessTask, evaluate_all
+from evomerge.fitness import FitnessTask, check_tokenizer, evaluate_all
 from evomerge.materialize.inplace import ResidentSources, materialize_into
 from evomerge.models import load_model
 
@@ -43,6 +43,7 @@ class EvalWorker:
             list(models), base, device=device, storage_dtype=storage_dtype)
         template = base or models[0]
         self.model, self.tokenizer = load_model(Path(template), device=device)
+        check_tokenizer(self.tasks, self.tokenizer, str(template))  # before the first candidate, not in each
         self._routed_cache: dict[str, Any] = {}
 
     def _model_for(self, candidate: Candidate) -> Any:

@@ -7,6 +7,14 @@ search sees ``train`` only.
 """
 
 from evomerge.fitness.base import FitnessTask, TaskResult
-from evomerge.fitness.loader import evaluate_all, load_task, load_tasks, parse_spec, task_from_spec
+from evomerge.fitness.loader import (
+    check_tokenizer,
+    evaluate_all,
+    load_task,
+    load_tasks,
+    parse_spec,
+    task_from_spec,
+)
 
-__all__ = ["FitnessTask", "TaskResult", "evaluate_all", "load_task", "load_tasks", "parse_spec", "task_from_spec"]
+__all__ = ["FitnessTask", "TaskResult", "check_tokenizer", "evaluate_all", "load_task", "load_tasks", "parse_spec",
+           "task_from_spec"]

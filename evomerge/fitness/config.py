@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evomerge.fitness.prompts import PromptFormat
+
 Split = Literal["train", "validation", "test"]
 
 
@@ -70,13 +72,29 @@ class _TaskBase(_Strict):
     description: str = ""
 
 
-class GenerationSpec(_TaskBase):
+class _Generating(_TaskBase, PromptFormat):
+    """Keys of every task that generates from prompts: the prompt format (template, chat, few-shot) and decoding."""
+
+    max_new_tokens: int = Field(default=32, ge=1)
+    decoder: Literal["loop", "hf"] = "loop"  # hand-written KV-cache loop (faster) or HF generate
+    add_special_tokens: bool | None = None  # default: true for plain text, false for a rendered chat
+    stop: list[str] = Field(default_factory=list)  # generation ends at the first of these; the text is cut there
+
+    @field_validator("stop")
+    @classmethod
+    def _stops_not_empty(cls, v: list[str]) -> list[str]:
+        if any(not s for s in v):
+            raise ValueError("stop strings must be non-empty")
+        return v
+
+    def prompt_format(self) -> PromptFormat:
+        return PromptFormat(**{k: getattr(self, k) for k in PromptFormat.model_fields})
+
+
+class GenerationSpec(_Generating):
     kind: Literal["generation"]
     data: DataFiles
-    max_new_tokens: int = Field(default=32, ge=1)
     extract: Extract = Extract()
-    decoder: Literal["loop", "hf"] = "loop"  # hand-written KV-cache loop (faster) or HF generate
-    add_special_tokens: bool = True
 
 
 class MultipleChoiceSpec(_TaskBase):

@@ -19,8 +19,9 @@ from evomerge.errors import FitnessError
 from evomerge.fitness.base import Direction, TaskResult, check_split
 from evomerge.fitness.config import GenerationSpec
 from evomerge.fitness.data import read_jsonl, resolve
-from evomerge.fitness.decoding import Batch, cut_at_eos, greedy_hf, greedy_loop, make_batches, model_device
+from evomerge.fitness.decoding import Batch, cut_at_eos, cut_at_stop, greedy_hf, greedy_loop, make_batches, model_device
 from evomerge.fitness.extract import make_extractor, normalize
+from evomerge.fitness.prompts import PromptBuilder
 from evomerge.fitness.tokens import EncodingCache, encode, eos_ids, pad_id
 
 log = logging.getLogger(__name__)
@@ -38,32 +39,48 @@ class Generations:
 
 
 class PromptGenerator:
-    """Encodes prompts once per tokenizer and runs batched greedy decoding on them."""
+    """Renders and encodes prompts once per tokenizer and runs batched greedy decoding on them.
 
-    def __init__(self, prompts: dict[str, list[str]], *, max_new_tokens: int, batch_size: int,
-                 add_special_tokens: bool, decoder: str = "loop") -> None:
-        self.prompts = prompts
+    ``prompts``: the raw prompts per split, or a :class:`PromptBuilder` that renders them (template,
+    chat template, few-shot) for a tokenizer.
+    """
+
+    def __init__(self, prompts: dict[str, list[str]] | PromptBuilder, *, max_new_tokens: int, batch_size: int,
+                 add_special_tokens: bool | None, decoder: str = "loop", stop: list[str] | None = None) -> None:
+        if isinstance(prompts, PromptBuilder):
+            self.builder: PromptBuilder | None = prompts
+            add_special_tokens = prompts.add_special_tokens(add_special_tokens)
+        else:
+            self.builder, add_special_tokens = None, True if add_special_tokens is None else add_special_tokens
+            self.prompts = prompts
+        self.stop = list(stop or [])
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.add_special_tokens = add_special_tokens
         self.decoder = greedy_loop if decoder == "loop" else greedy_hf
-        self._cache: EncodingCache[tuple[list[Batch], int]] = EncodingCache()
+        self._cache: EncodingCache[tuple[list[Batch], int, int]] = EncodingCache()
 
-    def _encode(self, split: str, tokenizer: Any) -> tuple[list[Batch], int]:
-        ids = encode(tokenizer, self.prompts[split], add_special_tokens=self.add_special_tokens)
+    def texts(self, split: str, tokenizer: Any) -> list[str]:
+        """The prompts of ``split`` exactly as the model reads them."""
+        return self.builder.render(split, tokenizer) if self.builder is not None else self.prompts[split]
+
+    def _encode(self, split: str, tokenizer: Any) -> tuple[list[Batch], int, int]:
+        ids = encode(tokenizer, self.texts(split, tokenizer), add_special_tokens=self.add_special_tokens)
         for i, seq in enumerate(ids):
             if not seq:
                 raise FitnessError(f"prompt {i} of split '{split}' encodes to no tokens")
-        return make_batches(ids, self.batch_size, pad_id=pad_id(tokenizer), left=True), sum(map(len, ids))
+        batches = make_batches(ids, self.batch_size, pad_id=pad_id(tokenizer), left=True)
+        return batches, sum(map(len, ids)), len(ids)
 
     def run(self, model: Any, tokenizer: Any, split: str) -> Generations:
         t0 = time.perf_counter()
-        batches, prompt_tokens = self._cache.get(split, tokenizer, lambda: self._encode(split, tokenizer))
+        batches, prompt_tokens, n = self._cache.get(split, tokenizer, lambda: self._encode(split, tokenizer))
         t_enc = time.perf_counter() - t0
         device = model_device(model)
         eos = eos_ids(model, tokenizer)
         pid = pad_id(tokenizer)
-        rows: list[list[int]] = [[] for _ in self.prompts[split]]
+        ends = [*eos, pid] if self.stop else eos  # a row that met a stop string is padded after it
+        rows: list[list[int]] = [[] for _ in range(n)]
         n_generated = 0
         t_gen = 0.0
         was_training = getattr(model, "training", False)
@@ -72,16 +89,19 @@ class PromptGenerator:
             for b in batches:
                 t1 = time.perf_counter()
                 out = self.decoder(model, b.input_ids.to(device), b.attention_mask.to(device),
-                                   max_new_tokens=self.max_new_tokens, eos_ids=eos, pad_id=pid).cpu()
+                                   max_new_tokens=self.max_new_tokens, eos_ids=eos, pad_id=pid,
+                                   stop=self.stop, tokenizer=tokenizer).cpu()
                 t_gen += time.perf_counter() - t1
                 for row, i in zip(out.tolist(), b.index.tolist(), strict=True):
-                    kept = cut_at_eos(row, eos)
+                    kept = cut_at_eos(row, ends)
                     rows[i] = kept
-                    n_generated += min(len(kept) + 1, len(row))  # + the EOS step, when there was one
+                    n_generated += len(kept) + int(len(kept) < len(row) and row[len(kept)] in eos)  # + EOS
         finally:
             model.train(was_training)
         t2 = time.perf_counter()
         texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+        if self.stop:
+            texts = [cut_at_stop(t, self.stop) for t in texts]
         t_dec = time.perf_counter() - t2
         return Generations(texts, n_generated, prompt_tokens, t_enc + t_dec, t_gen)
 
@@ -110,11 +130,16 @@ class GenerationTask:
                        f"the {len(refs)} reference answers; every candidate will score 0")
                 warnings.warn(msg, stacklevel=2)
                 log.warning(msg)
+        self.prompts = PromptBuilder(spec.prompt_format(), self.examples, task=self.name)
         self.generator = PromptGenerator(
-            {s: [r["prompt"] for r in recs] for s, recs in self.examples.items()},
+            self.prompts,
             max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
-            add_special_tokens=spec.add_special_tokens, decoder=spec.decoder,
+            add_special_tokens=spec.add_special_tokens, decoder=spec.decoder, stop=spec.stop,
         )
+
+    def check_tokenizer(self, tokenizer: Any, source: str = "the model") -> None:
+        """Preflight: what this task needs of the tokenizer (a chat template when it asks for one)."""
+        self.prompts.check_tokenizer(tokenizer, source)
 
     def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train") -> TaskResult:
         """Generate greedily for every prompt of ``split`` and score exact matches."""

@@ -96,6 +96,15 @@ def load_tasks(paths: Iterable[str | Path]) -> list[FitnessTask]:
     return tasks
 
 
+def check_tokenizer(tasks: Iterable[FitnessTask], tokenizer: Any, source: str = "the model") -> None:
+    """Preflight, before any candidate: every task that needs something of the tokenizer (a chat
+    template) gets it, or a FitnessError names the task and the source."""
+    for task in tasks:
+        check = getattr(task, "check_tokenizer", None)
+        if check is not None:
+            check(tokenizer, source)
+
+
 def evaluate_all(tasks: Iterable[FitnessTask], model: Any, tokenizer: Any, split: str = "train"
                  ) -> dict[str, TaskResult]:
     """Every task's result on ``split``, keyed by task name (a FitnessError propagates: the candidate failed)."""

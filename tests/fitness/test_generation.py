@@ -178,3 +178,37 @@ def test_tinylm_tokenizer_digits_decode_back_to_the_number(write_task):
                                {"train": rows})).evaluate(model, tok)
     assert res.details["generations"] == ["34", "34"]
     np.testing.assert_array_equal(res.per_example, [1.0, 0.0])
+
+
+def test_stop_strings_end_rows_early_and_cut_the_text(write_task, tokenizer, table_model):
+    # by hand: "c" -> 4 4 4 4 4 4 (no stop met); "b" -> 2 3 (stops at "3"); "f" -> x (stops at once)
+    prompts = ["what is the c", "b", "the f", "a"]
+    path = write_task({"name": "t", "kind": "generation", "max_new_tokens": 6, "stop": ["3", "x"]},
+                      {"train": _rows(prompts, ["4 4 4 4 4 4", "2", "", "1"])})
+    res = load_task(path).evaluate(table_model, tokenizer)
+    assert res.details["generations"] == ["4 4 4 4 4 4", "2 ", "", "1"]
+    np.testing.assert_array_equal(res.per_example, [1, 1, 1, 1])
+    assert res.details["generated_tokens"] == 6 + 2 + 1 + 2  # "a": "1" then EOS
+
+
+def test_loop_with_stop_strings_is_the_plain_loop_cut_after_the_stop(tokenizer, table_model):
+    seqs = tokenizer(["what is the c", "b", "the f", "is e", "d"], add_special_tokens=True)["input_ids"]
+    kw = {"max_new_tokens": 6, "eos_ids": [EOS], "pad_id": PAD}
+    for b in make_batches(seqs, 8, pad_id=PAD, left=True):
+        plain = greedy_loop(table_model, b.input_ids, b.attention_mask, **kw)
+        ours = greedy_loop(table_model, b.input_ids, b.attention_mask, stop=["3", "7"], tokenizer=tokenizer, **kw)
+        assert ours.shape[1] == 6  # "c" runs to the limit
+        for r, p in zip(ours.tolist(), plain.tolist(), strict=True):
+            words = tokenizer.convert_ids_to_tokens(p)
+            end = next((i + 1 for i, w in enumerate(words) if w in ("3", "7")), len(p))
+            assert r == p[:end] + [PAD] * (len(p) - end)
+
+
+def test_loop_uses_the_public_cache_api_without_deprecation_warnings(random_llama, tokenizer):
+    import warnings
+
+    seqs = _prompt_ids(tokenizer)
+    b = make_batches(seqs, 64, pad_id=PAD, left=True)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # transformers' deprecations (past_key_values -> cache) are FutureWarnings
+        greedy_loop(random_llama, b.input_ids, b.attention_mask, max_new_tokens=3, eos_ids=[EOS], pad_id=PAD)
