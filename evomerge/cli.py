@@ -169,6 +169,10 @@ def _search(config, run_dir: Path | None, finalize: bool) -> None:
             with live_progress(console, total) as on_progress:
                 study, summary = run_two_stages(config, on_progress, on_stage=lambda msg: console.print(msg))
         else:
+            if run_dir is not None:
+                from evomerge import runlock
+
+                runlock.acquire(run_dir)  # one writer per run folder, taken before anything is opened for writing
             study = Study.open(run_dir) if run_dir is not None else Study.create(config)
             with live_progress(console, config.budget.evaluations) as on_progress:
                 summary = study.run(on_progress=on_progress)
@@ -366,7 +370,7 @@ def main() -> None:
     try:
         app()
     except EvomergeError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # one line a log grep finds whole
         raise SystemExit(2) from None
 
 

@@ -41,20 +41,24 @@ def claim_folder(folder: Path, config_file: str, config_text: str, resume_hint: 
     """``folder`` holding ``config_text`` in ``config_file``: written if new, refused with a diff if different.
 
     A run folder belongs to one config: resuming with another would mix two searches in one record.
+    It also has one writer: the folder's lock (``evomerge.runlock``) is taken, for the life of this
+    process, before anything is written there.
     """
     import difflib
 
+    from evomerge import runlock
     from evomerge.errors import ConfigError
 
+    runlock.acquire(folder)
     stored = folder / config_file
     if stored.is_file():
         old = stored.read_text()
         if old != config_text:
+            runlock.release(folder)
             diff = "".join(difflib.unified_diff(old.splitlines(True), config_text.splitlines(True),
                                                 f"{stored} (stored)", "new config"))
             raise ConfigError(f"{folder} already holds a run with another config; refusing to mix them. "
                               f"Use a new output folder, or `{resume_hint}`.\n{diff}")
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(stored, config_text.encode())
     return folder

@@ -126,7 +126,8 @@ def claim_run_dir(config: RunConfig) -> Path:
 class Study:
     """One search run in its folder. ``Study.create`` starts (or continues an identical) run; ``Study.open`` resumes."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, *, runner: Runner | None = None, space=None) -> None:
+    def __init__(self, config: RunConfig, run_dir: Path, *, runner: Runner | None = None, space=None,
+                 claim: Callable[[], None] | None = None) -> None:
         self.config = config
         self.run_dir = run_dir
         self.objectives, self.tasks = load_objectives(config)
@@ -140,6 +141,11 @@ class Study:
                                x0=self.space.x0(), names=tuple(self.space.names))
         self.strategy = make_strategy(config.strategy.name, self.problem, seed=config.seed,
                                       **config.strategy.options)
+        if claim is not None:  # a new run: everything above validated, and preflight, before the folder is written
+            from evomerge.study.preflight import preflight
+
+            preflight(config, self.space, self.tasks)
+            claim()
         url = config.storage or f"sqlite:///{run_dir / STORAGE_FILE}"
         self.store = TrialStore(url, config.name, [o.name for o in self.objectives],
                                 [o.direction for o in self.objectives], list(self.space.names),
@@ -151,10 +157,21 @@ class Study:
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, config: RunConfig, *, runner: Runner | None = None) -> Study:
-        """Start a run in ``config.run_dir()``; an existing run there continues only if its config is identical."""
+    def create(cls, config: RunConfig, *, runner: Runner | None = None, parent: RunConfig | None = None) -> Study:
+        """Start a run in ``config.run_dir()``; an existing run there continues only if its config is identical.
+
+        Nothing is written (no folder, no storage) until the config, its sources and tasks have been
+        validated and preflighted. ``parent``: the resolved config of a two-stage run whose folder
+        holds this stage's; it is claimed first, under the same rule.
+        """
         config = config.resolved()
-        return cls(config, claim_run_dir(config), runner=runner)
+
+        def claim() -> None:
+            if parent is not None:
+                claim_run_dir(parent)
+            claim_run_dir(config)
+
+        return cls(config, config.run_dir(), runner=runner, claim=claim)
 
     @classmethod
     def open(cls, run_dir: str | Path, *, runner: Runner | None = None, space=None) -> Study:
@@ -207,6 +224,9 @@ class Study:
         every free worker gets a new candidate at once. Generational ones (CMA-ES,
         MAP, MM-MO) are asked a batch, which is evaluated in parallel and told whole.
         """
+        from evomerge import runlock
+
+        runlock.acquire(self.run_dir)  # one writer per run folder (re-entrant: `create` usually holds it already)
         stored = [r for r in self.store.records() if r.key]
         records = {r.key: r for r in stored}
         budget = self.config.budget
