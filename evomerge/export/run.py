@@ -75,6 +75,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, trials: list[int] | 
                checkpoints: bool = False, device: str = "cpu", overwrite: bool = False) -> ExportReport:
     """Export the front (``trials=None``) or the given trial numbers of the run in ``run_dir`` into ``out_dir``."""
     study = open_run(run_dir)
+    if trials is None:
+        study.require_success()  # an empty front.csv with exit 0 would look like a result
     out = Path(out_dir)
     archive, _ = study.archive()
     finished = {r.number: r for r in study.store.records()}

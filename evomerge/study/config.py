@@ -50,9 +50,14 @@ class StrategyConfig(_Strict):
     batch_size: int | None = Field(default=None, ge=1)  # asks per round for strategies without a natural batch
 
 
+FIRST_FAILURES = 5  # the breaker's default (evomerge.study.breaker)
+
+
 class BudgetConfig(_Strict):
     evaluations: int | None = Field(default=None, ge=1)
     wall_time_s: float | None = Field(default=None, gt=0)
+    # stop the run when its first N candidates (of this process, none ever successful) fail with one error
+    stop_after_first_failures: int | None = Field(default=FIRST_FAILURES, ge=1)
 
     @model_validator(mode="after")
     def _some_budget(self) -> BudgetConfig:
@@ -138,7 +143,12 @@ class RunConfig(_Strict):
         return RunConfig.model_validate(data)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        data = self.model_dump(mode="json")
+        if data["budget"].get("stop_after_first_failures") == FIRST_FAILURES:
+            # keys added later are left out at their default, so a run folder stored before they existed
+            # still holds the very same config text (re-running its config is not refused with a diff)
+            del data["budget"]["stop_after_first_failures"]
+        return yaml.safe_dump(data, sort_keys=False)
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:

@@ -31,6 +31,7 @@ from evomerge.errors import ConfigError
 from evomerge.exec.base import Candidate, EvalResult, Runner
 from evomerge.study.archive import Archive
 from evomerge.study.box import BoxSpace
+from evomerge.study.breaker import Breaker, NoSuccessError, no_success_reason
 from evomerge.study.checkpoint import atomic_write_bytes, claim_folder, load_pickle, save_pickle
 from evomerge.study.config import RunConfig
 from evomerge.study.objectives import load_objectives, scalarize
@@ -55,6 +56,8 @@ class Progress:
     last: EvalResult | None = None
     reused: int = 0
     workers: list[Any] = field(default_factory=list)  # per-worker snapshots, for runners that have workers (Ray)
+    last_trial: int | None = None  # trial number of ``last``
+    last_score: float | None = None  # its scalarised score (None: it failed)
 
     @property
     def evals_per_min(self) -> float:
@@ -236,16 +239,22 @@ class Study:
         scores = [self.score(r.objectives) for r in records.values() if r.status == "ok"]
         best: float | None = max(scores) if scores else None
         failed = sum(r.status != "ok" for r in records.values())
+        breaker = Breaker(budget.stop_after_first_failures, self.run_dir, succeeded=bool(scores))
 
         def elapsed() -> float:
             return self._elapsed_before + time.monotonic() - started
 
+        last_record: list[TrialRecord] = []
+
         def report(last: EvalResult | None) -> None:
             if on_progress is not None:
                 states = getattr(self._runner, "worker_states", None)
+                rec = last_record[-1] if last is not None and last_record else None
                 on_progress(Progress(done=len(records), budget=budget.evaluations, best=best, elapsed_s=elapsed(),
                                      wall_budget_s=budget.wall_time_s, last=last, reused=reused, failed=failed,
-                                     workers=states() if callable(states) else []))
+                                     workers=states() if callable(states) else [],
+                                     last_trial=rec.number if rec else None,
+                                     last_score=self.score(rec.objectives) if rec and rec.status == "ok" else None))
 
         def record(result: EvalResult, cand: Candidate, extra: dict[str, Any]) -> TrialRecord:
             recipe = cand.recipe.to_dict() if cand.recipe is not None else None
@@ -254,12 +263,14 @@ class Study:
             rec = TrialRecord(number=number, key=result.key, status=result.status, objectives=result.objectives,
                               genome=cand.genome, recipe=recipe, user_attrs=dict(extra))
             records[result.key] = rec
+            last_record[:] = [rec]
             nonlocal best, failed
             if rec.status == "ok":
                 score = self.score(rec.objectives)
                 best = score if best is None else max(best, score)
             else:
                 failed += 1
+            breaker.observe(rec.status == "ok", result.error)  # raises when the first ones all failed alike
             return rec
 
         def count_reused(n: int) -> None:
@@ -343,6 +354,7 @@ class Study:
         """
         from evomerge.recipe.model import Recipe
 
+        self.require_success()
         archive, ok = self.archive()
         by_number = {r.number: r for r in ok}
         previous = dict(self.store.study.user_attrs.get("test_results", {}))
@@ -383,6 +395,16 @@ class Study:
             if best.recipe is not None:
                 atomic_write_bytes(self.run_dir / "best_recipe.json", json.dumps(best.recipe, indent=2).encode())
         return results
+
+    def no_success_reason(self) -> str | None:
+        """One line saying why this run has no result yet (no trial, or every trial failed), else None."""
+        return no_success_reason(self.run_dir, self.store.records())
+
+    def require_success(self) -> None:
+        """Raise ``NoSuccessError`` (one line, with the last error) when no trial succeeded: nothing to report."""
+        reason = self.no_success_reason()
+        if reason is not None:
+            raise NoSuccessError(f"{reason}; nothing to finalize, export or report")
 
     def close(self) -> None:
         """Release the runner (Ray actors, and a Ray instance the runner started itself)."""
