@@ -28,6 +28,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def make_output_dir(path: Path, what: str = "output folder") -> Path:
+    """``path`` created as a folder, or one line naming it and what to do (an existing file, no permission)."""
+    from evomerge.errors import ConfigError
+
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: the {what} is an existing file; choose a folder path (or move the file)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass  # an existing folder may still refuse new files
+    except OSError as exc:
+        raise ConfigError(f"{exc.filename or path}: cannot write the {what} here ({exc.strerror}); choose a folder "
+                          "you can write to, or fix its permissions") from None
+    return path
+
+
 def save_pickle(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from evomerge import interrupt
-from evomerge.errors import ConfigError
+from evomerge.errors import CheckpointError, ConfigError
 from evomerge.exec.base import Candidate, EvalResult, Runner
 from evomerge.study.archive import Archive
 from evomerge.study.box import BoxSpace
@@ -123,7 +123,19 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
 def claim_run_dir(config: RunConfig) -> Path:
     """The run folder of a resolved ``config``, holding that config; a folder with another config is refused."""
     run_dir = config.run_dir()
-    return claim_folder(run_dir, CONFIG_FILE, config.to_yaml(), f"evomerge resume {run_dir}")
+    text = config.to_yaml()
+    stored = run_dir / CONFIG_FILE
+    if stored.is_file() and stored.read_text() != text and _reads_as(stored, text):
+        text = stored.read_text()  # stored by an earlier evomerge (a key added since, a path not resolved then)
+    return claim_folder(run_dir, CONFIG_FILE, text, f"evomerge resume {run_dir}")
+
+
+def _reads_as(stored: Path, text: str) -> bool:
+    """Whether the config in ``stored``, read and resolved by this version, is exactly the one in ``text``."""
+    try:
+        return RunConfig.load(stored).resolved().to_yaml() == text
+    except Exception:  # an unreadable stored config is a different one: claim_folder shows the diff
+        return False
 
 
 class Study:
@@ -149,6 +161,10 @@ class Study:
 
             preflight(config, self.space, self.tasks)
             claim()
+        if config.storage is None and (run_dir / CHECKPOINT_FILE).is_file() and not (run_dir / STORAGE_FILE).exists():
+            raise CheckpointError(
+                f"{run_dir / STORAGE_FILE}: missing, but {run_dir / CHECKPOINT_FILE} holds a run's strategy state; "
+                "restore study.db from a backup (a new empty one would lose every trial), or start a new run folder")
         url = config.storage or f"sqlite:///{run_dir / STORAGE_FILE}"
         self.store = TrialStore(url, config.name, [o.name for o in self.objectives],
                                 [o.direction for o in self.objectives], list(self.space.names),
@@ -194,7 +210,15 @@ class Study:
     def _load_checkpoint(self) -> None:
         path = self.run_dir / CHECKPOINT_FILE
         if path.is_file():
-            state = load_pickle(path)
+            try:
+                state = load_pickle(path)
+                if not isinstance(state, dict) or "strategy" not in state:
+                    raise ValueError("not a strategy checkpoint")
+            except Exception as exc:  # truncated, corrupt, or written by something else
+                raise CheckpointError(
+                    f"{path}: unreadable strategy checkpoint ({type(exc).__name__}: {exc}); restore it from a "
+                    f"backup, or move it aside (mv {path} {path}.bad) and resume: the strategy is then rebuilt "
+                    "by replaying the recorded trials") from None
             self.strategy.load_state_dict(state["strategy"])
             self._elapsed_before = float(state.get("elapsed_s", 0.0))
             if state.get("stream") is not None:
