@@ -32,7 +32,8 @@ def write_config(tmp: Path, name: str, *, target: str = "scorers:slow_sphere", e
 
 
 def env(**extra: str) -> dict[str, str]:
-    path = os.pathsep.join([str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")])
+    """The environment of a CLI subprocess: this folder and the repository first on PYTHONPATH (plus any given)."""
+    path = os.pathsep.join([extra.pop("PYTHONPATH", ""), str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")])
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 

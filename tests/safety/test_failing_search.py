@@ -38,7 +38,7 @@ def test_all_failing_search_stops_early_with_its_error_and_resumes_after_the_fix
     res = cli("run", str(cfg), "--no-test", SAFETY_BROKEN="1")
     assert res.returncode == 2
     assert "Traceback" in res.stderr and 'raise RuntimeError("scorer unreachable' in res.stderr  # in the log
-    line = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")][0]
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("error:"))
     assert "first 5 candidates all failed with: RuntimeError: scorer unreachable: connection refused" in line
     assert f"evomerge resume {run_dir}" in line
     assert recorded(run_dir) == (5, 5)  # not the whole budget of 40
