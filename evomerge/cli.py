@@ -157,7 +157,7 @@ def methods() -> None:
 def _search(config, run_dir: Path | None, finalize: bool) -> None:
     """Run or resume (``run_dir``) a search, one- or two-stage, with a live progress display."""
     _quiet_optuna()
-    from evomerge.study.display import front_table, live_progress
+    from evomerge.study.display import baselines_table, front_table, live_progress
     from evomerge.study.stages import is_two_stage, run_two_stages, space_kind
     from evomerge.study.study import Study
 
@@ -169,20 +169,32 @@ def _search(config, run_dir: Path | None, finalize: bool) -> None:
             with live_progress(console, total) as on_progress:
                 study, summary = run_two_stages(config, on_progress, on_stage=lambda msg: console.print(msg))
         else:
+            if run_dir is not None:
+                from evomerge import runlock
+
+                runlock.acquire(run_dir)  # one writer per run folder, taken before anything is opened for writing
             study = Study.open(run_dir) if run_dir is not None else Study.create(config)
-            with live_progress(console, config.budget.evaluations) as on_progress:
-                summary = study.run(on_progress=on_progress)
+            try:
+                with live_progress(console, config.budget.evaluations) as on_progress:
+                    summary = study.run(on_progress=on_progress)
+            except BaseException:
+                study.close()  # e.g. stopped by the breaker: release Ray workers before the error is shown
+                raise
     try:
         if summary.stopped_early:
             console.print(f"[yellow]stopped[/]: {summary.n_trials} trials are recorded; continue with "
                           f"`evomerge resume {study.run_dir}`")
             raise typer.Exit(130)
+        study.require_success()  # every trial failed: say so (exit 2), rather than a front of nothing
         if finalize:
             study.finalize()
             summary = study.summary()
     finally:
         study.close()
     out.print(front_table(study, summary))
+    table = baselines_table(study, summary)
+    if table is not None:
+        out.print(table)
     out.print(f"run folder: {study.run_dir} (storage, checkpoint, front.json, best_recipe.json)")
 
 
@@ -260,16 +272,23 @@ def evolve(
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
     """Show a run's progress and its Pareto front (reads the storage; safe while the run is going)."""
-    from evomerge.study.display import front_table
+    from evomerge.study.display import baselines_table, fmt, front_table
     from evomerge.study.study import Study
 
     _quiet_optuna()
     study = Study.open(run_dir, runner=None)
     summary = study.summary()
     budget = study.config.budget.evaluations
-    out.print(f"{summary.n_trials} trials{f' of {budget}' if budget else ''}, {summary.n_failed} failed; "
-              f"best score {summary.best_score} (trial {summary.best_number})")
+    done = f"{summary.n_trials} trials{f' of {budget}' if budget else ''}, {summary.n_failed} failed"
+    reason = study.no_success_reason()
+    if reason is not None:
+        out.print(f"{done}; {reason.partition(': ')[2]}", soft_wrap=True)  # the reason, not a front of nothing
+        return
+    out.print(f"{done}; best score {fmt(summary.best_score)} (trial {summary.best_number})")
     out.print(front_table(study, summary))
+    table = baselines_table(study, summary)
+    if table is not None:
+        out.print(table)
 
 
 @app.command()
@@ -302,6 +321,7 @@ def export_cmd(
     """Export recipes, mergekit YAMLs, model cards (and merged checkpoints) of a run's front or chosen trials."""
     from evomerge.export import export_run
 
+    _quiet_optuna()
     if front and trial:
         raise typer.BadParameter("give --front or --trial N, not both")
     report = export_run(run_dir, out_dir, trials=list(trial) if trial else None, checkpoints=checkpoints,
@@ -321,6 +341,7 @@ def report_cmd(
     """Write an offline HTML report (front, convergence, per-objective scores) and PNG figures of a run."""
     from evomerge.report import write_report
 
+    _quiet_optuna()
     files = write_report(run_dir, out_dir, png=png)
     out.print(f"report: {files.html}")
     for p in files.pngs:
@@ -366,7 +387,10 @@ def main() -> None:
     try:
         app()
     except EvomergeError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        detail = getattr(exc, "detail", "")  # e.g. the traceback behind a search stopped for failing alike
+        if detail:
+            console.print(detail.rstrip(), markup=False, highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # one line a log grep finds whole
         raise SystemExit(2) from None
 
 

@@ -74,6 +74,9 @@ def run_evolution(config: EvolveConfig, *, run_dir: Path | None = None,
         setup = build(config)  # before claiming the folder: a config that cannot run must not take it
         run_dir = claim_run_dir(config)
     else:
+        from evomerge import runlock
+
+        runlock.acquire(run_dir)  # one writer per run folder, before the journal is touched
         setup = build(config)
     evaluator, runner = setup.evaluate, None
     if config.runner.type == "ray":

@@ -17,7 +17,7 @@ from typing import Any
 
 from evomerge.errors import ConfigError
 from evomerge.export.card import card_metadata, model_card
-from evomerge.study.checkpoint import atomic_write_bytes
+from evomerge.study.checkpoint import atomic_write_bytes, make_output_dir
 from evomerge.study.record import TrialRecord
 from evomerge.study.study import Study
 
@@ -75,6 +75,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, trials: list[int] | 
                checkpoints: bool = False, device: str = "cpu", overwrite: bool = False) -> ExportReport:
     """Export the front (``trials=None``) or the given trial numbers of the run in ``run_dir`` into ``out_dir``."""
     study = open_run(run_dir)
+    if trials is None:
+        study.require_success()  # an empty front.csv with exit 0 would look like a result
     out = Path(out_dir)
     archive, _ = study.archive()
     finished = {r.number: r for r in study.store.records()}
@@ -85,7 +87,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, trials: list[int] | 
         if missing:
             raise ConfigError(f"{run_dir}: no finished trial {missing} (trials run 0..{max(finished, default=-1)})")
         selected = list(dict.fromkeys(trials))
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, "export folder")
     report = ExportReport(out_dir=out, front=sorted(archive.front))
     for n in selected:
         report.trials.append(_export_trial(study, finished[n], out, checkpoints=checkpoints, device=device,

@@ -26,11 +26,10 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, png:
     ``out_dir`` defaults to ``RUN/report``.
     """
     from evomerge.report.html import render_html
-    from evomerge.study.checkpoint import atomic_write_bytes
+    from evomerge.study.checkpoint import atomic_write_bytes, make_output_dir
 
     data = collect(run_dir)
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(Path(out_dir) if out_dir is not None else Path(run_dir) / "report", "report folder")
     page = out / "report.html"
     atomic_write_bytes(page, render_html(data).encode())
     pngs: list[Path] = []

@@ -55,6 +55,7 @@ class ReportData:
 def collect(run_dir: str | Path, study: Study | None = None) -> ReportData:
     """Read a run folder (or an open Study) into plottable data."""
     study = study or open_run(run_dir)
+    study.require_success()
     records = sorted(study.store.records(), key=lambda r: r.number)
     archive, ok = study.archive()
     front = set(archive.front)

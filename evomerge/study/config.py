@@ -1,8 +1,11 @@
 """The run config: one YAML file that fully describes a search, validated with errors that name the key.
 
-Relative paths are resolved against the working directory (as mergekit does)
-and stored absolute in the run folder, so ``evomerge resume RUN`` finds the
-same sources wherever it is started from, and a changed config is detected.
+Relative paths (sources, task files, a space preset, the output folder, a journal
+storage, and the models of the baselines' recipes) are resolved against the
+directory ``evomerge run`` is started from (as mergekit does) and stored absolute
+in the run folder, so ``evomerge resume RUN``, ``status``, ``export`` and ``report``
+find the same files wherever they are started from, and a changed config is detected.
+A baseline's model path is resolved only when it exists there (else it may be a hub id).
 """
 
 from __future__ import annotations
@@ -50,9 +53,14 @@ class StrategyConfig(_Strict):
     batch_size: int | None = Field(default=None, ge=1)  # asks per round for strategies without a natural batch
 
 
+FIRST_FAILURES = 5  # the breaker's default (evomerge.study.breaker)
+
+
 class BudgetConfig(_Strict):
     evaluations: int | None = Field(default=None, ge=1)
     wall_time_s: float | None = Field(default=None, gt=0)
+    # stop the run when its first N candidates (of this process, none ever successful) fail with one error
+    stop_after_first_failures: int | None = Field(default=FIRST_FAILURES, ge=1)
 
     @model_validator(mode="after")
     def _some_budget(self) -> BudgetConfig:
@@ -130,6 +138,7 @@ class RunConfig(_Strict):
             data["sources"] = {"base": absolute(self.sources.base),
                                "models": [absolute(m) for m in self.sources.models]}
         data["objectives"] = [{**o, "task": absolute(o["task"])} for o in data["objectives"]]
+        data["baselines"] = [{**b, "recipe": _recipe_paths_resolved(b["recipe"])} for b in data["baselines"]]
         if isinstance(self.space, str):
             data["space"] = absolute(self.space)
         data["output"] = absolute(str(self.run_dir()))
@@ -148,3 +157,21 @@ class RunConfig(_Strict):
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<config>") -> RunConfig:
         return validate_mapping(cls, data, source=source, what="run config")
+
+
+_MODEL_KEYS = ("model", "base_model")
+
+
+def _recipe_paths_resolved(recipe: Any) -> Any:
+    """A baseline recipe with every ``model``/``base_model`` path that exists here made absolute."""
+    if isinstance(recipe, dict):
+        out = {}
+        for k, v in recipe.items():
+            if k in _MODEL_KEYS and isinstance(v, str) and "://" not in v and Path(v).expanduser().exists():
+                out[k] = str(Path(v).expanduser().resolve())
+            else:
+                out[k] = _recipe_paths_resolved(v)
+        return out
+    if isinstance(recipe, list):
+        return [_recipe_paths_resolved(v) for v in recipe]
+    return recipe

@@ -16,7 +16,7 @@ from typing import Any
 
 from evomerge.errors import ConfigError
 from evomerge.study.config import RunConfig
-from evomerge.study.study import Progress, Study, StudySummary, claim_run_dir
+from evomerge.study.study import Progress, Study, StudySummary
 
 WINNER_DIR = "winner"
 
@@ -77,6 +77,20 @@ def stage_configs(config: RunConfig, winner: Path | None) -> tuple[RunConfig, Ru
     return stage1, stage2
 
 
+def _check_stage_two_architecture(config: RunConfig) -> None:
+    """Stage two routes layers of the PS winner (the sources' architecture) and the ``b`` models: check them now."""
+    from evomerge.spaces import Sources, parse_space_config
+    from evomerge.study.preflight import check_dataflow_models
+
+    if config.runner.type not in ("local", "ray") or config.runner.target is not None:
+        return
+    assert config.sources is not None
+    spec = parse_space_config(_load(config.space) if isinstance(config.space, str) else config.space)
+    sources = Sources(base=config.sources.base, models=list(config.sources.models))
+    b = [sources.resolve(ref, key=f"space.b[{i}]") for i, ref in enumerate(spec.b)]
+    check_dataflow_models(list(dict.fromkeys([*sources.models, *b])))
+
+
 def run_two_stages(config: RunConfig, on_progress: Callable[[Progress], None] | None = None,
                    on_stage: Callable[[str], None] | None = None) -> tuple[Study, StudySummary]:
     """Run (or resume) both stages; returns the DFS stage's study and summary."""
@@ -89,11 +103,11 @@ def run_two_stages(config: RunConfig, on_progress: Callable[[Progress], None] | 
     from evomerge.recipe.model import Recipe
 
     config = config.resolved()
-    claim_run_dir(config)
     stage1, _ = stage_configs(config, None)
+    _check_stage_two_architecture(config)
     if on_stage:
         on_stage("stage 1/2: parameter-space search")
-    study1 = Study.create(stage1)
+    study1 = Study.create(stage1, parent=config)  # claims RUN only once stage one validates
     try:
         summary1 = study1.run(on_progress=on_progress)
     finally:

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from evomerge import interrupt
-from evomerge.errors import ConfigError
+from evomerge.errors import CheckpointError, ConfigError
 from evomerge.exec.base import Candidate, EvalResult, Runner
 from evomerge.study.archive import Archive
 from evomerge.study.box import BoxSpace
+from evomerge.study.breaker import Breaker, NoSuccessError, no_success_reason
 from evomerge.study.checkpoint import atomic_write_bytes, claim_folder, load_pickle, save_pickle
 from evomerge.study.config import RunConfig
 from evomerge.study.objectives import load_objectives, scalarize
@@ -55,6 +56,8 @@ class Progress:
     last: EvalResult | None = None
     reused: int = 0
     workers: list[Any] = field(default_factory=list)  # per-worker snapshots, for runners that have workers (Ray)
+    last_trial: int | None = None  # trial number of ``last``
+    last_score: float | None = None  # its scalarised score (None: it failed)
 
     @property
     def evals_per_min(self) -> float:
@@ -120,13 +123,26 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
 def claim_run_dir(config: RunConfig) -> Path:
     """The run folder of a resolved ``config``, holding that config; a folder with another config is refused."""
     run_dir = config.run_dir()
-    return claim_folder(run_dir, CONFIG_FILE, config.to_yaml(), f"evomerge resume {run_dir}")
+    text = config.to_yaml()
+    stored = run_dir / CONFIG_FILE
+    if stored.is_file() and stored.read_text() != text and _reads_as(stored, text):
+        text = stored.read_text()  # stored by an earlier evomerge (a key added since, a path not resolved then)
+    return claim_folder(run_dir, CONFIG_FILE, text, f"evomerge resume {run_dir}")
+
+
+def _reads_as(stored: Path, text: str) -> bool:
+    """Whether the config in ``stored``, read and resolved by this version, is exactly the one in ``text``."""
+    try:
+        return RunConfig.load(stored).resolved().to_yaml() == text
+    except Exception:  # an unreadable stored config is a different one: claim_folder shows the diff
+        return False
 
 
 class Study:
     """One search run in its folder. ``Study.create`` starts (or continues an identical) run; ``Study.open`` resumes."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, *, runner: Runner | None = None, space=None) -> None:
+    def __init__(self, config: RunConfig, run_dir: Path, *, runner: Runner | None = None, space=None,
+                 claim: Callable[[], None] | None = None) -> None:
         self.config = config
         self.run_dir = run_dir
         self.objectives, self.tasks = load_objectives(config)
@@ -140,6 +156,15 @@ class Study:
                                x0=self.space.x0(), names=tuple(self.space.names))
         self.strategy = make_strategy(config.strategy.name, self.problem, seed=config.seed,
                                       **config.strategy.options)
+        if claim is not None:  # a new run: everything above validated, and preflight, before the folder is written
+            from evomerge.study.preflight import preflight
+
+            preflight(config, self.space, self.tasks)
+            claim()
+        if config.storage is None and (run_dir / CHECKPOINT_FILE).is_file() and not (run_dir / STORAGE_FILE).exists():
+            raise CheckpointError(
+                f"{run_dir / STORAGE_FILE}: missing, but {run_dir / CHECKPOINT_FILE} holds a run's strategy state; "
+                "restore study.db from a backup (a new empty one would lose every trial), or start a new run folder")
         url = config.storage or f"sqlite:///{run_dir / STORAGE_FILE}"
         self.store = TrialStore(url, config.name, [o.name for o in self.objectives],
                                 [o.direction for o in self.objectives], list(self.space.names),
@@ -151,10 +176,21 @@ class Study:
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, config: RunConfig, *, runner: Runner | None = None) -> Study:
-        """Start a run in ``config.run_dir()``; an existing run there continues only if its config is identical."""
+    def create(cls, config: RunConfig, *, runner: Runner | None = None, parent: RunConfig | None = None) -> Study:
+        """Start a run in ``config.run_dir()``; an existing run there continues only if its config is identical.
+
+        Nothing is written (no folder, no storage) until the config, its sources and tasks have been
+        validated and preflighted. ``parent``: the resolved config of a two-stage run whose folder
+        holds this stage's; it is claimed first, under the same rule.
+        """
         config = config.resolved()
-        return cls(config, claim_run_dir(config), runner=runner)
+
+        def claim() -> None:
+            if parent is not None:
+                claim_run_dir(parent)
+            claim_run_dir(config)
+
+        return cls(config, config.run_dir(), runner=runner, claim=claim)
 
     @classmethod
     def open(cls, run_dir: str | Path, *, runner: Runner | None = None, space=None) -> Study:
@@ -174,7 +210,15 @@ class Study:
     def _load_checkpoint(self) -> None:
         path = self.run_dir / CHECKPOINT_FILE
         if path.is_file():
-            state = load_pickle(path)
+            try:
+                state = load_pickle(path)
+                if not isinstance(state, dict) or "strategy" not in state:
+                    raise ValueError("not a strategy checkpoint")
+            except Exception as exc:  # truncated, corrupt, or written by something else
+                raise CheckpointError(
+                    f"{path}: unreadable strategy checkpoint ({type(exc).__name__}: {exc}); restore it from a "
+                    f"backup, or move it aside (mv {path} {path}.bad) and resume: the strategy is then rebuilt "
+                    "by replaying the recorded trials") from None
             self.strategy.load_state_dict(state["strategy"])
             self._elapsed_before = float(state.get("elapsed_s", 0.0))
             if state.get("stream") is not None:
@@ -207,6 +251,9 @@ class Study:
         every free worker gets a new candidate at once. Generational ones (CMA-ES,
         MAP, MM-MO) are asked a batch, which is evaluated in parallel and told whole.
         """
+        from evomerge import runlock
+
+        runlock.acquire(self.run_dir)  # one writer per run folder (re-entrant: `create` usually holds it already)
         stored = [r for r in self.store.records() if r.key]
         records = {r.key: r for r in stored}
         budget = self.config.budget
@@ -216,16 +263,22 @@ class Study:
         scores = [self.score(r.objectives) for r in records.values() if r.status == "ok"]
         best: float | None = max(scores) if scores else None
         failed = sum(r.status != "ok" for r in records.values())
+        breaker = Breaker(budget.stop_after_first_failures, self.run_dir, succeeded=bool(scores))
 
         def elapsed() -> float:
             return self._elapsed_before + time.monotonic() - started
 
+        last_record: list[TrialRecord] = []
+
         def report(last: EvalResult | None) -> None:
             if on_progress is not None:
                 states = getattr(self._runner, "worker_states", None)
+                rec = last_record[-1] if last is not None and last_record else None
                 on_progress(Progress(done=len(records), budget=budget.evaluations, best=best, elapsed_s=elapsed(),
                                      wall_budget_s=budget.wall_time_s, last=last, reused=reused, failed=failed,
-                                     workers=states() if callable(states) else []))
+                                     workers=states() if callable(states) else [],
+                                     last_trial=rec.number if rec else None,
+                                     last_score=self.score(rec.objectives) if rec and rec.status == "ok" else None))
 
         def record(result: EvalResult, cand: Candidate, extra: dict[str, Any]) -> TrialRecord:
             recipe = cand.recipe.to_dict() if cand.recipe is not None else None
@@ -234,12 +287,14 @@ class Study:
             rec = TrialRecord(number=number, key=result.key, status=result.status, objectives=result.objectives,
                               genome=cand.genome, recipe=recipe, user_attrs=dict(extra))
             records[result.key] = rec
+            last_record[:] = [rec]
             nonlocal best, failed
             if rec.status == "ok":
                 score = self.score(rec.objectives)
                 best = score if best is None else max(best, score)
             else:
                 failed += 1
+            breaker.observe(rec.status == "ok", result.error)  # raises when the first ones all failed alike
             return rec
 
         def count_reused(n: int) -> None:
@@ -323,6 +378,7 @@ class Study:
         """
         from evomerge.recipe.model import Recipe
 
+        self.require_success()
         archive, ok = self.archive()
         by_number = {r.number: r for r in ok}
         previous = dict(self.store.study.user_attrs.get("test_results", {}))
@@ -363,6 +419,16 @@ class Study:
             if best.recipe is not None:
                 atomic_write_bytes(self.run_dir / "best_recipe.json", json.dumps(best.recipe, indent=2).encode())
         return results
+
+    def no_success_reason(self) -> str | None:
+        """One line saying why this run has no result yet (no trial, or every trial failed), else None."""
+        return no_success_reason(self.run_dir, self.store.records())
+
+    def require_success(self) -> None:
+        """Raise ``NoSuccessError`` (one line, with the last error) when no trial succeeded: nothing to report."""
+        reason = self.no_success_reason()
+        if reason is not None:
+            raise NoSuccessError(f"{reason}; nothing to finalize, export or report")
 
     def close(self) -> None:
         """Release the runner (Ray actors, and a Ray instance the runner started itself)."""

@@ -5,10 +5,26 @@ languages), ``tinylm-lora`` (PEFT LoRA adapters of its base, one per skill)
 and ``digits`` (the M2N2 MLP setting); see DESIGN.md, "The tiny zoo".
 """
 
-from evomerge.zoo.build import ZOO, build_zoo, default_out_dir, is_built
-from evomerge.zoo.digits import DIGITS_SPLIT_SEED, DigitsMLP, DigitsRecipe, digits_split
-from evomerge.zoo.tinylm import TinyLMRecipe
-from evomerge.zoo.tinylm_lora import TinyLoraRecipe
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+# Exported lazily (PEP 562): building the zoo needs torch, but `evomerge --help` mounts the zoo's
+# commands and must not pay for importing it.
+_EXPORTS = {
+    "ZOO": "build", "build_zoo": "build", "default_out_dir": "build", "is_built": "build",
+    "DIGITS_SPLIT_SEED": "digits", "DigitsMLP": "digits", "DigitsRecipe": "digits", "digits_split": "digits",
+    "TinyLMRecipe": "tinylm", "TinyLoraRecipe": "tinylm_lora",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evomerge.zoo' has no attribute {name!r}")
+    return getattr(import_module(f"evomerge.zoo.{module}"), name)
+
 
 __all__ = [
     "DIGITS_SPLIT_SEED",

@@ -10,8 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from evomerge.errors import EvomergeError
-from evomerge.zoo.build import REPO_ROOT, ZOO, build_zoo, default_out_dir, is_built
 
+# The zoo's names, for the help text without importing the builders (they import torch); a test keeps
+# this equal to ``evomerge.zoo.build.ZOO``.
+ZOO_NAMES = ("tinylm", "digits", "tinylm-lora")
 app = typer.Typer(help="Build the tiny model zoo (tinylm, tinylm-lora, digits) that evomerge's demos and tests "
                   "run on.", no_args_is_help=True)
 console = Console()
@@ -19,11 +21,13 @@ console = Console()
 
 @app.command()
 def build(
-    name: str = typer.Argument(..., help=f"which zoo: {', '.join(ZOO)}"),
+    name: str = typer.Argument(..., help=f"which zoo: {', '.join(ZOO_NAMES)}"),
     out: Path | None = typer.Option(None, "--out", help="parent folder (default: zoo/ at the repo root)"),
     force: bool = typer.Option(False, "--force", help="rebuild even when the stamp matches"),
 ) -> None:
     """Build NAME under OUT/NAME, deterministically on the CPU; instant when already built."""
+    from evomerge.zoo.build import REPO_ROOT, ZOO, build_zoo, default_out_dir, is_built
+
     out_dir = out or default_out_dir()
     # The default build also refreshes the repository's task files (fitness/NAME).
     tasks_dir = REPO_ROOT / "fitness" / name if out is None and (REPO_ROOT / "fitness").exists() else None
@@ -50,6 +54,8 @@ def list_(
     out: Path | None = typer.Option(None, "--out", help="parent folder (default: zoo/ at the repo root)"),
 ) -> None:
     """List the zoo's models and whether each is built under OUT."""
+    from evomerge.zoo.build import ZOO, default_out_dir, is_built
+
     out_dir = out or default_out_dir()
     table = Table("name", "built", "folder", "what")
     for name, spec in ZOO.items():
