@@ -363,8 +363,11 @@ def serve_cmd(
     """Serve the ask/tell API: clients create studies, ask candidate recipes, score them anywhere, tell scores."""
     from evomerge.server import serve
 
-    out.print(f"evomerge API on http://{host}:{port} (OpenAPI: /docs), studies under {storage}")
-    serve(storage, host=host, port=port, token=token, models_root=models_root, max_body_bytes=_size(max_body_bytes))
+    def banner() -> None:  # only once every refusal (token, a root another server holds) is behind us
+        out.print(f"evomerge API on http://{host}:{port} (OpenAPI: /docs), studies under {storage}")
+
+    serve(storage, host=host, port=port, token=token, models_root=models_root, max_body_bytes=_size(max_body_bytes),
+          on_ready=banner)
 
 
 def _mount_optional_subapps() -> None:

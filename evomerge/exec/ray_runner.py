@@ -30,9 +30,16 @@ candidates take only milliseconds (a Ray call costs ~1 ms), a batch of them
 sized to ~0.2 s of work (``batch_size``: None adapts, an int fixes it): the driver then spends
 ~0.1 ms per digits candidate instead of ~0.16 ms at 50 ms calls, which matters when it shares the cores.
 
-**Fault tolerance.** Actors are created with ``max_restarts`` (default:
-unlimited). When one dies (killed, out of memory, node lost), its unfinished
-candidates are re-queued and a probe waits for the restarted actor. A failure
+**Fault tolerance.** When a worker dies (killed, out of memory, node lost),
+its unfinished candidates are re-queued and the driver creates a new actor in
+its slot at once, from the arguments it holds itself: Ray's own actor restart
+is not used (it re-reads constructor arguments from the object store, which may
+have freed them, and a restarted actor was seen not to come back in ~36 s). A
+slot's life is a small state machine on one clock (``time.monotonic``):
+``starting`` → ``idle``/``busy`` → (lost) ``restarting`` → ``idle``/``busy``
+again, or ``dead`` once ``max_restarts`` re-creations are used up (default:
+unlimited) or MAX_FAILED_STARTS re-created actors in a row die or stay silent
+for ``startup_timeout_s``. A failure
 is charged to a candidate only when it was *alone* on the dead worker; if
 several were there (a batch, or a pipelined mailbox: a result computed just
 before the death can be lost with the process, so the order does not tell who
@@ -66,6 +73,8 @@ log = logging.getLogger(__name__)
 
 WorkerStatus = Literal["starting", "idle", "busy", "restarting", "dead"]
 SHARE_LIMIT = 0.8  # share sources through the object store only when they take at most this share of it
+MAX_FAILED_STARTS = 5  # re-created actors in a row that die or stay silent before a slot is given up
+RESTART_BACKOFF_S = (0.25, 5.0)  # wait before re-creating after a failed start: doubling from the first, capped
 BATCH_SECONDS = 0.2  # with adaptive batching, an actor call carries about this much work...
 MAX_BATCH = 128  # ...but never more candidates than this
 
@@ -107,15 +116,21 @@ class _Ticket:
 
 
 class _Slot:
-    """A worker actor and what the runner knows of it."""
+    """A worker actor and what the runner knows of it.
+
+    While ``restarting``: with ``probe`` set, a new actor is starting (its info() answers once it has loaded,
+    ``probe_deadline`` bounds the wait); without, the next actor is created at ``create_at``.
+    """
 
     def __init__(self, name: str, actor: Any) -> None:
         self.actor = actor
         self.state = WorkerState(name=name, status="starting")
         self.running: deque[Any] = deque()  # calls dispatched to it, in order: the head is executing
-        self.probe: Any = None  # an info() call waiting for the actor to (re)start
-        self.next_probe = 0.0
-        self.probe_failures = 0
+        self.probe: Any = None
+        self.probe_deadline = math.inf
+        self.create_at = 0.0
+        self.created = 0  # actors the driver re-created in this slot
+        self.failed_starts = 0  # re-created actors in a row that died or stayed silent while starting
 
     @property
     def name(self) -> str:
@@ -133,16 +148,6 @@ def _ray_errors() -> tuple[tuple[type[BaseException], ...], type[BaseException]]
     lost = tuple(getattr(rex, n) for n in ("RayActorError", "WorkerCrashedError", "ObjectLostError",
                                            "NodeDiedError", "OwnerDiedError") if hasattr(rex, n))
     return lost, rex.RayTaskError
-
-
-def _actor_dead_for_good(actor: Any) -> bool:
-    """True when Ray will not restart ``actor`` (restarts exhausted, or its constructor raised)."""
-    try:
-        from ray._private import state
-
-        return state.actors(actor._actor_id.hex()).get("State") == "DEAD"
-    except Exception:  # private API moved: keep probing, the stall timeout still ends a dead pool
-        return False
 
 
 def _startup_error(name: str, info: dict[str, Any]) -> EvomergeError:
@@ -171,7 +176,10 @@ class RayRunner(Runner):
         self.workers = workers
         self.max_in_flight = max_in_flight or 2 * workers
         self.max_worker_failures = max_worker_failures
+        self.max_restarts = max_restarts
+        self.startup_timeout_s = startup_timeout_s
         self.stall_timeout_s = stall_timeout_s
+        self._actor_cls: Any = None
         self._depth = max(1, math.ceil(self.max_in_flight / workers))
         self._slots: list[_Slot] = []
         self._queue: deque[_Ticket] = deque()
@@ -198,14 +206,13 @@ class RayRunner(Runner):
                               threads=threads or max(1, int(cpus_per_worker)), memory_budget_bytes=memory_budget_bytes)
             if target is None and share_sources and gpus_per_worker == 0:
                 self._shared = self._share_sources(spec)
-            actor_cls = ray.remote(EvalActor).options(
-                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=max_restarts, max_task_retries=0,
+            # max_restarts=0: a lost worker is re-created by us (_restart), not restarted by Ray
+            self._actor_cls = ray.remote(EvalActor).options(
+                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0, max_task_retries=0,
                 scheduling_strategy="SPREAD")
-            # held by us for the runner's life: Ray frees large constructor arguments after creation,
-            # and a restarted actor must find them again (ray-project/ray#53727)
+            # held by us for the runner's life, and handed to every actor we create (ray-project/ray#53727)
             self._spec = [ray.put(spec)]
-            self._slots = [_Slot(f"ray-{i}", actor_cls.remote(self._spec, f"ray-{i}", self._shared))
-                           for i in range(workers)]
+            self._slots = [_Slot(f"ray-{i}", self._new_actor(f"ray-{i}")) for i in range(workers)]
             self._await_startup(startup_timeout_s)
         except BaseException:
             self.close()
@@ -228,6 +235,9 @@ class RayRunner(Runner):
                    storage_dtype=rc.storage_dtype, **common)
 
     # ---- startup ----------------------------------------------------------------------------------------------
+    def _new_actor(self, name: str) -> Any:
+        return self._actor_cls.remote(self._spec, name, self._shared)
+
     def _share_sources(self, spec: WorkerSpec) -> list | None:
         """Read the sources once into the object store (a Ray task, so Ray can rebuild them if a node is lost)."""
         import ray
@@ -270,12 +280,12 @@ class RayRunner(Runner):
 
     def _mark_alive(self, slot: _Slot, info: dict[str, Any]) -> None:
         st = slot.state
-        if st.status == "restarting" and info["pid"] != st.pid:
+        if st.status == "restarting":
             st.restarts += 1
         st.status = "busy" if slot.running else "idle"
         st.node_id, st.node_ip, st.pid = info["node_id"], info["node_ip"], info["pid"]
         st.memory, st.resident_bytes, st.shared_sources = info["memory"], info["resident_bytes"], info["shared_sources"]
-        slot.probe, slot.probe_failures = None, 0
+        slot.probe, slot.probe_deadline, slot.failed_starts = None, math.inf, 0
         self._last_alive = time.monotonic()
 
     # ---- streaming interface ----------------------------------------------------------------------------------
@@ -429,8 +439,12 @@ class RayRunner(Runner):
         self._dispatch()
         now = time.monotonic()
         for slot in self._slots:
-            if slot.state.status == "restarting" and slot.probe is None and now >= slot.next_probe:
-                slot.probe = slot.actor.info.remote()
+            if slot.state.status != "restarting":
+                continue
+            if slot.probe is None and now >= slot.create_at:
+                self._restart(slot, now)
+            elif slot.probe is not None and now >= slot.probe_deadline:
+                self._start_failed(slot, now, f"no answer within startup_timeout_s={self.startup_timeout_s:g} s")
         probes = {s.probe: s for s in self._slots if s.probe is not None}
         waitables = list(self._refs) + list(probes)
         if any(s.live for s in self._slots):
@@ -439,23 +453,24 @@ class RayRunner(Runner):
             states = "; ".join(f"{s.name}: {s.state.status} ({s.state.last_error})" for s in self._slots)
             raise EvomergeError(f"no Ray worker has been alive for {self.stall_timeout_s:g} s; the search cannot go "
                                 f"on. Workers: {states}. Free cluster resources: {ray.available_resources()}")
+        # the next moment something is due without any result: a re-creation, a start timing out, the stall check
+        timers = [s.create_at if s.probe is None else s.probe_deadline
+                  for s in self._slots if s.state.status == "restarting"]
+        if not any(s.live for s in self._slots):
+            timers.append(now + 5.0)
+        wait_for = min([*timers, math.inf]) - now
+        if timeout is not None:
+            wait_for = min(wait_for, timeout)
+        wait_for = max(0.0, wait_for)
         if not waitables:
             if any(s.state.status == "restarting" for s in self._slots):
-                pause = min(s.next_probe for s in self._slots if s.state.status == "restarting") - now
-                time.sleep(max(0.0, min(pause, timeout if timeout is not None else pause)))
+                time.sleep(wait_for)
                 return
             if self._queue:
                 raise EvomergeError("every Ray worker is dead: " + "; ".join(
                     f"{s.name}: {s.state.last_error}" for s in self._slots))
             return
-        wait_for = timeout
-        restarting = [s.next_probe for s in self._slots if s.state.status == "restarting" and s.probe is None]
-        if restarting:
-            wait_for = max(0.0, min(restarting) - now) if wait_for is None else min(wait_for, min(restarting) - now)
-        if not any(s.live for s in self._slots):  # wake up to check the stall timeout
-            wait_for = 5.0 if wait_for is None else min(wait_for, 5.0)
-        wait_for = None if wait_for is None else max(0.0, wait_for)
-        ready, _ = ray.wait(waitables, num_returns=1, timeout=wait_for)
+        ready, _ = ray.wait(waitables, num_returns=1, timeout=None if math.isinf(wait_for) else wait_for)
         if not ready:
             return
         ready, _ = ray.wait(waitables, num_returns=len(waitables), timeout=0)
@@ -466,23 +481,46 @@ class RayRunner(Runner):
                 self._on_result(ref)
         self._dispatch()
 
+    def _restart(self, slot: _Slot, now: float) -> None:
+        """Replace a lost worker's actor by a new one made here, from the arguments this driver holds."""
+        import ray
+
+        with contextlib.suppress(Exception):  # gone already; no_restart: Ray must not bring the old one back
+            ray.kill(slot.actor, no_restart=True)
+        if 0 <= self.max_restarts <= slot.created:
+            slot.state.status = "dead"
+            log.warning("Ray worker %s is dead for good: its %d restart(s) are used up (%s)", slot.name,
+                        self.max_restarts, slot.state.last_error)
+            return
+        slot.created += 1
+        slot.actor = self._new_actor(slot.name)
+        slot.probe = slot.actor.info.remote()
+        slot.probe_deadline = now + self.startup_timeout_s
+
+    def _start_failed(self, slot: _Slot, now: float, why: str) -> None:
+        """A re-created actor died or stayed silent while starting: try again after a backoff, or give the slot up."""
+        slot.probe, slot.probe_deadline = None, math.inf
+        slot.failed_starts += 1
+        slot.state.last_error = f"restart {slot.created} failed: {why}"
+        if slot.failed_starts >= MAX_FAILED_STARTS:
+            slot.state.status = "dead"
+            log.warning("Ray worker %s is dead for good: %d restarts in a row failed; last: %s", slot.name,
+                        slot.failed_starts, why)
+            return
+        first, cap = RESTART_BACKOFF_S
+        slot.create_at = now + min(cap, first * 2 ** (slot.failed_starts - 1))
+
     def _on_probe(self, slot: _Slot, ref: Any) -> None:
         import ray
 
         lost, task_error = _ray_errors()
-        slot.probe = None
         try:
             info = ray.get(ref)
         except (*lost, task_error) as exc:
-            slot.probe_failures += 1
-            slot.state.last_error = f"{type(exc).__name__}: {exc}"
-            if _actor_dead_for_good(slot.actor):
-                slot.state.status = "dead"
-                log.warning("Ray worker %s is dead for good: %s", slot.name, exc)
-            else:
-                slot.next_probe = time.monotonic() + min(5.0, 0.25 * 2**slot.probe_failures)
+            self._start_failed(slot, time.monotonic(), f"{type(exc).__name__}: {exc}")
             return
         if info["error"] is not None:  # it restarted somewhere it cannot work (e.g. too little memory)
+            slot.probe = None
             slot.state.status = "dead"
             slot.state.last_error = str(_startup_error(slot.name, info))
             log.warning("%s", slot.state.last_error)
@@ -559,8 +597,9 @@ class RayRunner(Runner):
         self._queue.extendleft(reversed(requeue))
         slot.state.status = "restarting"
         slot.state.last_error = f"{type(exc).__name__}: {exc}"
-        slot.next_probe = time.monotonic()
-        log.warning("Ray worker %s lost (%s); %d candidate(s) re-queued", slot.name, type(exc).__name__, len(requeue))
+        slot.create_at = time.monotonic()  # re-created on the next pump, without waiting for Ray
+        log.warning("Ray worker %s lost (%s); %d candidate(s) re-queued; re-creating it", slot.name,
+                    type(exc).__name__, len(requeue))
 
     def _finish(self, ticket: _Ticket, result: EvalResult) -> None:
         if ticket.abandoned or ticket.id not in self._open:

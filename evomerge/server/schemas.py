@@ -4,19 +4,40 @@ Every body forbids unknown keys and bounds each string, list and mapping, so a
 client can neither smuggle a storage URL or output path into a study nor send
 unbounded data; values the models cannot check (a space's own keys) are
 validated by the space builder and refused with 422.
+
+Numbers are finite everywhere a client's value could come back in a reply (a
+space bound, a reference point, a strategy option): NaN or Infinity there is
+refused with 422 instead of reaching a genome or a hypervolume. Only a tell's
+scores may be non-finite: such a tell records the trial as failed.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evomerge.server.studies import NAME_PATTERN
 
 ObjectiveName = str
 _OBJ_NAME = r"^[A-Za-z0-9_.:\-\[\]]{1,64}$"
-Scalar = int | float | str | bool | None
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Scalar = int | Finite | str | bool | None
+
+
+def finite_tree(value: Any, where: str) -> Any:
+    """``value`` unchanged if no float in it (at any depth) is NaN or infinite; ValueError naming the key otherwise."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{path}: {item!r} is not a finite number")
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+    return value
 
 
 class _Strict(BaseModel):
@@ -41,7 +62,7 @@ class StrategyIn(_Strict):
 class ObjectiveIn(_Strict):
     name: str = Field(pattern=_OBJ_NAME)
     direction: Literal["maximize", "minimize"]
-    weight: float = Field(default=1.0, ge=-1e6, le=1e6)
+    weight: float = Field(default=1.0, allow_inf_nan=False, ge=-1e6, le=1e6)
 
 
 class BudgetIn(_Strict):
@@ -58,14 +79,19 @@ class StudyCreate(_Strict):
     objectives: list[ObjectiveIn] = Field(min_length=1, max_length=16)
     budget: BudgetIn
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    reference_point: list[float] | None = Field(default=None, max_length=16)
-    lease_s: float | None = Field(default=None, gt=0, le=7 * 86400,
+    reference_point: list[Finite] | None = Field(default=None, max_length=16)
+    lease_s: float | None = Field(default=None, allow_inf_nan=False, gt=0, le=7 * 86400,
                                   description="re-hand a trial not told within this many seconds (a dead client)")
+
+    @field_validator("space")
+    @classmethod
+    def _finite_space(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return finite_tree(value, "space")
 
 
 class AskIn(_Strict):
     n: int = Field(default=1, ge=1, le=256)
-    wait_s: float = Field(default=0.0, ge=0.0, le=60.0,
+    wait_s: float = Field(default=0.0, allow_inf_nan=False, ge=0.0, le=60.0,
                           description="block up to this long for a tell when a generational strategy has none to give")
 
 
@@ -89,7 +115,7 @@ class TellIn(_Strict):
     error: str | None = Field(default=None, max_length=20_000, description="the candidate failed: why")
     per_example: dict[str, list[float]] | None = Field(default=None, max_length=16)
     worker: str = Field(default="remote", max_length=128)
-    seconds: float = Field(default=0.0, ge=0.0, le=1e9)
+    seconds: float = Field(default=0.0, allow_inf_nan=False, ge=0.0, le=1e9)
 
 
 class TrialOut(_Strict):
@@ -103,3 +129,25 @@ class TrialOut(_Strict):
 class MergekitOut(_Strict):
     yaml: str
     warnings: list[str]
+
+
+class ErrorOut(BaseModel):
+    """Every refusal but a body that fails validation: 401, 403, 404, 409, 413, and 422 raised by the study code."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    """One reason a request failed validation (pydantic's error, with the offending input echoed, NaN as a string)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorOut(BaseModel):
+    """422: a list of field errors for a body or path that fails validation, one line for a config the study refuses."""
+
+    detail: str | list[FieldError]

@@ -30,12 +30,15 @@ hand out any number at any time.
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 import re
+import secrets
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,7 @@ from evomerge.study.record import TrialRecord, genome_key
 from evomerge.study.study import CONFIG_FILE, Study, build_space
 
 SERVER_FILE = "server.json"
+CREATING_FILE = ".evomerge-creating"  # written first into a folder the server makes; removed once server.json is in
 # Letters, digits, '_' and '-' only: no dot, so no '..', no hidden folders, no path separators.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -125,6 +129,19 @@ def build_remote_space(config: RunConfig, extras: dict[str, Any], models_root: P
         raise ConfigError(f"space: {exc}") from None
 
 
+def new_ticket() -> str:
+    """A trial's ticket: a server-side random secret (not derived from the genome, which the client sees)."""
+    return secrets.token_urlsafe(24)
+
+
+def ticket_of(record: TrialRecord) -> str:
+    """The ticket a running trial was handed out with (stored with the trial, so it survives a restart).
+
+    Trials asked before tickets were random carry none: their genome key was their ticket, and stays it.
+    """
+    return str(record.user_attrs.get("ticket", record.key))
+
+
 @dataclass
 class Asked:
     """One candidate handed to a client: ``ticket`` must come back with its tell."""
@@ -138,10 +155,12 @@ class Asked:
 class RemoteStudy:
     """A Study driven by ask/tell calls; one lock (a condition) per study serialises them."""
 
-    def __init__(self, study: Study, lease_s: float | None = None) -> None:
+    def __init__(self, study: Study, lease_s: float | None = None,
+                 on_tell: Callable[[str], None] | None = None) -> None:
         self.study = study
         self.name = study.config.name
         self.lease_s = lease_s
+        self.on_tell = on_tell  # called with the study's name after every tell (the server wakes waiting asks)
         self.cond = threading.Condition()
         self._running: dict[int, TrialRecord] = {r.number: r for r in study.store.running()}
         self._handed_at: dict[int, float] = dict.fromkeys(self._running, time.monotonic())
@@ -152,21 +171,33 @@ class RemoteStudy:
     @classmethod
     def create(cls, root: Path, data: dict[str, Any], extras: dict[str, Any], models_root: Path | None) -> RemoteStudy:
         """Validate ``data`` (a run config without runner/output/storage) and make the study's folder."""
+        """Validate ``data`` (a run config without runner/output/storage) and make the study's folder.
+
+        Never deletes or overwrites what this server did not make: an existing name is refused (409) unless
+        the folder is a creation of ours a crash interrupted, known by the marker written into it first.
+        """
         folder = study_dir(root, str(data.get("name")))
-        if folder.exists() and not (folder / SERVER_FILE).is_file():
-            shutil.rmtree(folder)  # a creation a crash interrupted (server.json is written last)
-        if folder.exists():
-            raise ConflictError(f"study '{data['name']}' already exists; pick another name or use it")
+        if folder.is_dir() and (folder / CREATING_FILE).is_file() and not (folder / SERVER_FILE).is_file():
+            shutil.rmtree(folder)  # our own interrupted creation: nothing in it was acknowledged to anyone
+        if folder.exists() or folder.is_symlink():
+            what = "already exists" if (folder / SERVER_FILE).is_file() else \
+                "is taken by a file or folder this server did not create (it is left untouched)"
+            raise ConflictError(f"study '{data['name']}' {what}; pick another name")
         cfg = RunConfig.from_dict({**data, "output": str(folder), "runner": {"type": "remote"}, "test_split": None},
                                   source="study config")
         space = build_remote_space(cfg, extras, models_root)
-        folder.mkdir(parents=True)
         try:
+            folder.mkdir(parents=True)
+        except FileExistsError:  # made by someone else since the check above
+            raise ConflictError(f"study '{data['name']}' was just created by someone else; pick another name") from None
+        try:
+            (folder / CREATING_FILE).write_text("evomerge serve: a study being created\n")
             study = Study(cfg, folder, space=space)
             atomic_write_bytes(folder / CONFIG_FILE, cfg.to_yaml().encode())
             atomic_write_bytes(folder / SERVER_FILE, json.dumps({"extras": extras, "version": 1}).encode())
+            (folder / CREATING_FILE).unlink()
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)  # the folder is ours: made by the mkdir above
             raise
         return cls(study, extras.get("lease_s"))
 
@@ -210,9 +241,11 @@ class RemoteStudy:
         recipe = self.study.space.decode(genome)
         rd = recipe.to_dict() if recipe is not None else None
         key = genome_key(genome)
-        number = self.study.store.begin(key, genome, rd, {"split": "train", "asked_at": time.time()})
+        ticket = new_ticket()
+        number = self.study.store.begin(key, genome, rd, {"split": "train", "asked_at": time.time(), "ticket": ticket})
         self._running[number] = TrialRecord(number=number, key=key, status="running", objectives={},
-                                            genome=np.asarray(genome, dtype=np.float64), recipe=rd, user_attrs={})
+                                            genome=np.asarray(genome, dtype=np.float64), recipe=rd,
+                                            user_attrs={"ticket": ticket})
         self._handed_at[number] = time.monotonic()
         return number
 
@@ -228,7 +261,7 @@ class RemoteStudy:
             if now - self._handed_at.get(number, now) > self.lease_s:
                 r = self._running[number]
                 self._handed_at[number] = now
-                out.append(Asked(trial=number, ticket=r.key, recipe=r.recipe,
+                out.append(Asked(trial=number, ticket=ticket_of(r), recipe=r.recipe,
                                  genome=[] if r.genome is None else [float(x) for x in r.genome]))
         return out
 
@@ -256,19 +289,34 @@ class RemoteStudy:
         for g in fresh:
             number = self._begin(g)
             r = self._running[number]
-            out.append(Asked(trial=number, ticket=r.key, genome=[float(x) for x in g], recipe=r.recipe))
+            out.append(Asked(trial=number, ticket=ticket_of(r), genome=[float(x) for x in g], recipe=r.recipe))
         return out
 
     def ask(self, n: int, wait_s: float = 0.0) -> list[Asked]:
-        """Up to ``n`` new candidates; a generational strategy may give fewer (see the module doc)."""
+        """Up to ``n`` new candidates; a generational strategy may give fewer (see the module doc).
+
+        ``wait_s`` blocks the calling thread; the server waits without one (see ``evomerge.server.app``).
+        """
         deadline = time.monotonic() + max(0.0, wait_s)
         with self.cond:
             while True:
                 out = self._ask_locked(n)
                 left = deadline - time.monotonic()
-                if out or left <= 0 or self.complete or not self._running:
+                if out or left <= 0 or not self.may_free:
                     return out
-                self.cond.wait(timeout=left)
+                lease = self.next_lease_expiry_s()
+                self.cond.wait(timeout=left if lease is None else min(left, lease))
+
+    @property
+    def may_free(self) -> bool:
+        """Whether a tell (or an expired lease) could give an ask more later: trials are out, budget not spent."""
+        return not self.complete and bool(self._running)
+
+    def next_lease_expiry_s(self) -> float | None:
+        """Seconds until the first pending trial's lease runs out (it can be handed out again then); None: no leases."""
+        if self.lease_s is None or not self._handed_at:
+            return None
+        return max(0.0, min(self._handed_at.values()) + self.lease_s - time.monotonic())
 
     def _finish(self, number: int, result: EvalResult) -> TrialRecord:
         pending = self._running[number]
@@ -294,7 +342,7 @@ class RemoteStudy:
                     raise ConflictError(f"trial {number} of study '{self.name}' was already told; a trial is "
                                         "told once")
                 raise NotFoundError(f"study '{self.name}' has no trial {number} waiting for scores")
-            if ticket != pending.key:
+            if not hmac.compare_digest(ticket.encode(), ticket_of(pending).encode()):
                 raise ForbiddenError(f"trial {number} of study '{self.name}' was not handed out with this ticket "
                                      "(a trial of another study?)")
             if error is None:
@@ -315,7 +363,9 @@ class RemoteStudy:
             self.study.strategy.tell([pending.genome], [self.study._strategy_value(record)])
             self.study.save_checkpoint()
             self.cond.notify_all()
-            return record
+        if self.on_tell is not None:
+            self.on_tell(self.name)
+        return record
 
     # ---- reading -------------------------------------------------------------------------------
     def shortfall(self) -> str:
@@ -383,8 +433,10 @@ def open_remote_study(folder: Path, models_root: Path | None = None, *, trusted:
 class StudyRegistry:
     """The studies under one storage root, opened lazily and kept open; one instance per server process."""
 
-    def __init__(self, root: Path, models_root: Path | None = None, max_studies: int = 1000) -> None:
+    def __init__(self, root: Path, models_root: Path | None = None, max_studies: int = 1000,
+                 on_tell: Callable[[str], None] | None = None) -> None:
         self.root = Path(root)
+        self.on_tell = on_tell
         self.root.mkdir(parents=True, exist_ok=True)
         self.models_root = models_root
         self.max_studies = max_studies
@@ -399,6 +451,7 @@ class StudyRegistry:
             if len(self.names()) >= self.max_studies:
                 raise ConflictError(f"this server holds its maximum of {self.max_studies} studies")
             study = RemoteStudy.create(self.root, data, extras, self.models_root)
+            study.on_tell = self.on_tell
             self._open[study.name] = study
             return study
 
@@ -409,4 +462,5 @@ class StudyRegistry:
                 if not (folder / SERVER_FILE).is_file():
                     raise NotFoundError(f"no study '{name}' on this server")
                 self._open[name] = RemoteStudy.open(folder, self.models_root)
+                self._open[name].on_tell = self.on_tell
             return self._open[name]

@@ -7,7 +7,7 @@ import numpy as np
 
 from evomerge.exec.base import EvalResult
 from evomerge.exec.synthetic import zdt1
-from evomerge.server.studies import RemoteStudy
+from evomerge.server.studies import RemoteStudy, ticket_of
 from evomerge.study.record import genome_key
 
 CONFIG = {"name": "d", "space": {"kind": "box", "dim": 3}, "strategy": {"name": "cma", "options": {"popsize": 4}},
@@ -40,7 +40,7 @@ def test_a_crash_between_the_checkpoint_and_the_trial_rows_reissues_the_ask(tmp_
     running = [reopened.trial(n) for n in reopened.status()["running"]]
     assert sorted(r.key for r in running) == sorted(genome_key(g) for g in genomes)
     for r in running:
-        reopened.tell(r.number, r.key, values(r.genome))
+        reopened.tell(r.number, ticket_of(r), values(r.genome))
     assert reopened.status()["finished"] == 2
 
 
