@@ -86,6 +86,21 @@ def merge(
               f"({gb:.2f} GiB read, {gb / max(report.seconds, 1e-9):.2f} GiB/s)")
 
 
+@app.command()
+def convert(
+    gguf_file: Annotated[Path, typer.Argument(help="A .gguf model file.")],
+    out_dir: Annotated[Path, typer.Argument(help="Output model folder (safetensors, config, tokenizer).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Convert a GGUF model into a safetensors folder evomerge can merge (dequantized by transformers).
+
+        evomerge convert SmolLM2-135M-Instruct-Q8_0.gguf smollm2-135m/
+    """
+    from evomerge.io.gguf_source import convert_gguf
+
+    out.print(f"converted [bold]{gguf_file}[/] into [bold]{convert_gguf(gguf_file, out_dir, overwrite=overwrite)}[/]")
+
+
 @recipe_app.command("export")
 def recipe_export(
     config: Annotated[Path, typer.Argument(help="Recipe to convert (evomerge or mergekit format).")],

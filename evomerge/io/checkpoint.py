@@ -19,6 +19,7 @@ import torch
 
 from evomerge.errors import CheckpointError
 from evomerge.io.dtypes import parse_dtype
+from evomerge.io.gguf_source import gguf_error, gguf_files
 from evomerge.io.json_object import read_json_object
 from evomerge.io.pickle_weights import load_state_dict
 from evomerge.io.safetensors_format import read_header
@@ -87,6 +88,8 @@ class Checkpoint:
                 return cls._open_safetensors(path, _read_config(path.parent), [path])
             if path.suffix == ".bin":
                 return cls._open_pickle(path, _read_config(path.parent), {}, [path])
+            if files := gguf_files(path):
+                raise gguf_error(path, files)
             raise CheckpointError(f"{path}: not a checkpoint — pass a model folder or a .safetensors file")
         config = _read_config(path)
         if (path / SAFE_INDEX).is_file():
@@ -103,6 +106,8 @@ class Checkpoint:
             return cls._open_pickle(path, config, {}, [path / BIN_SINGLE])
         if files := sorted(path.glob("*.bin")):
             return cls._open_pickle(path, config, {}, files)
+        if files := gguf_files(path):
+            raise gguf_error(path, files)
         raise CheckpointError(
             f"{path}: no weights found (looked for {SAFE_INDEX}, {SAFE_SINGLE}, *.safetensors, {BIN_INDEX}, "
             f"{BIN_SINGLE}, *.bin); point evomerge at the folder that holds the model's weights"

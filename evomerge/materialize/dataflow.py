@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -46,9 +45,9 @@ from torch import nn
 from evomerge.errors import CheckpointError, ConfigError, MergeError
 from evomerge.io.checkpoint import Checkpoint, check_compatible
 from evomerge.io.dtypes import parse_dtype
-from evomerge.io.writer import ShardedWriter, atomic_output_dir
 from evomerge.materialize.execute import all_finite
 from evomerge.materialize.plan import MergePlan, model_key
+from evomerge.materialize.publish import write_checkpoint
 from evomerge.materialize.streaming import MergeReport, write_model_files
 from evomerge.recipe.layout import place_of
 from evomerge.recipe.model import Hop, Recipe
@@ -423,45 +422,32 @@ def fold_layer_path_to_disk(
         jobs += [(n, a, n, 1.0) for n in post]
         layout = [(out, tuple(ck.info(name).shape), dtype) for out, ck, name, _ in jobs]
         bytes_read = 0
-        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-            with ShardedWriter(tmp, layout, max_shard_bytes=max_shard_bytes) as writer:
-                for i, (out, ck, name, factor) in enumerate(jobs):
-                    tensor = ck.get(name, device=device)
-                    bytes_read += tensor.numel() * tensor.element_size()
-                    if factor != 1.0:
-                        tensor = tensor.float() * factor
-                        if not all_finite(tensor.to(dtype)):
-                            raise MergeError(f"tensor '{out}': folding the hop scales (factor {factor:.3g}) "
-                                             f"overflows {dtype}; the path's scale products are too extreme")
-                    writer.write(out, tensor)
-                    if on_tensor is not None:
-                        on_tensor(i + 1, len(jobs), out)
-                files = writer.close()
-            tok = recipe.tokenizer_source
-            tok_key = models[0] if tok in (None, "base") else model_key(tok)
-            if tok_key not in ckpts:
-                ckpts[tok_key] = Checkpoint.open(tok_key)
-                stack.callback(ckpts[tok_key].close)
-            plan = MergePlan(tasks=[], base_model=models[0], config_model=models[0], tokenizer_model=tok_key,
-                             num_layers=len(layer_path))
-            write_model_files(tmp, recipe, ckpts, plan, dtype)
-            _write_layer_types(tmp, layer_path, ckpts)
+
+        def folded_tensors() -> Iterator[tuple[str, torch.Tensor]]:
+            nonlocal bytes_read
+            for out, ck, name, factor in jobs:
+                tensor = ck.get(name, device=device)
+                bytes_read += tensor.numel() * tensor.element_size()
+                if factor != 1.0:
+                    tensor = tensor.float() * factor
+                    if not all_finite(tensor.to(dtype)):
+                        raise MergeError(f"tensor '{out}': folding the hop scales (factor {factor:.3g}) "
+                                         f"overflows {dtype}; the path's scale products are too extreme")
+                yield out, tensor
+
+        tok = recipe.tokenizer_source
+        tok_key = models[0] if tok in (None, "base") else model_key(tok)
+        if tok_key not in ckpts:
+            ckpts[tok_key] = Checkpoint.open(tok_key)
+            stack.callback(ckpts[tok_key].close)
+        plan = MergePlan(tasks=[], base_model=models[0], config_model=models[0], tokenizer_model=tok_key,
+                         num_layers=len(layer_path))
+        layers = [(model_key(hop.model), hop.layer) for hop in layer_path]
+        files = write_checkpoint(
+            out_dir, layout, folded_tensors(),
+            side_files=lambda tmp: write_model_files(tmp, recipe, ckpts, plan, dtype, layers=layers),
+            verify=True, overwrite=overwrite, max_shard_bytes=max_shard_bytes, on_tensor=on_tensor)
         bytes_written = sum(f.stat().st_size for f in out_dir.glob("*.safetensors"))
     return MergeReport(out_dir=out_dir, tensors=len(jobs), bytes_read=bytes_read, bytes_written=bytes_written,
-                       seconds=time.perf_counter() - started, files=[out_dir / f.name for f in files])
+                       seconds=time.perf_counter() - started, files=files)
 
-
-def _write_layer_types(folder: Path, layer_path: Sequence[Hop], ckpts: Mapping[str, Checkpoint]) -> None:
-    """Per-layer config lists (sliding/full attention) must follow the hops, not A's layer order."""
-    path = folder / "config.json"
-    if not path.is_file():
-        return
-    config = json.loads(path.read_text())
-    if not isinstance(config.get("layer_types"), list):
-        return
-    types = []
-    for hop in layer_path:
-        src = ckpts[model_key(hop.model)].config.get("layer_types") or config["layer_types"]
-        types.append(src[hop.layer])
-    config["layer_types"] = types
-    path.write_text(json.dumps(config, indent=2) + "\n")

@@ -9,9 +9,8 @@ written to a temporary sibling folder that is renamed into place at the end.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,9 +20,11 @@ import torch
 
 from evomerge.io.checkpoint import Checkpoint, check_compatible, check_finite
 from evomerge.io.dtypes import parse_dtype
-from evomerge.io.writer import TOKENIZER_FILES, ShardedWriter, atomic_output_dir, copy_model_files
+from evomerge.io.writer import TOKENIZER_FILES, copy_model_files
 from evomerge.materialize.execute import BufferPool, NonFiniteMergeError, gather_from_sources, run_task
 from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_key, plan_merge
+from evomerge.materialize.publish import rewrite_layer_config, write_checkpoint
+from evomerge.recipe.layout import place_of
 from evomerge.recipe.model import Recipe
 
 RECIPE_FILE = "evomerge_recipe.json"
@@ -102,14 +103,12 @@ def merge_to_disk(
                 ckpt = checkpoints[ref.model]
                 check_finite(ckpt.get(ref.name), name=ref.name, path=ckpt.info(ref.name).file)
 
-        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-            layout = [(name, shape, dtype) for name, shape in plan.layout()]
+        def merged_tensors() -> Iterator[tuple[str, torch.Tensor]]:
             # Reading the next tensor's sources overlaps with merging the current one
             # (torch releases the GIL); at most two tasks' inputs are alive at once, and their
             # float32 buffers are recycled once a task is written.
             pool = BufferPool()
-            with ShardedWriter(tmp, layout, max_shard_bytes=max_shard_bytes) as writer, \
-                    ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomerge-read") as reader:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomerge-read") as reader:
                 pending = reader.submit(gather_from_sources, plan.tasks[0], fetch, pool) if plan.tasks else None
                 for i, task in enumerate(plan.tasks):
                     assert pending is not None
@@ -122,31 +121,58 @@ def merge_to_disk(
                         if check_sources_finite:
                             check_sources(task)  # names the source tensor and file when a source is at fault
                         raise
-                    writer.write(task.out_name, merged)
+                    yield task.out_name, merged  # written before the generator resumes
                     pool.give_back([*([base] if base is not None else []), *inputs])
                     del base, inputs, merged
-                    if on_tensor is not None:
-                        on_tensor(i + 1, len(plan.tasks), task.out_name)
-                files = writer.close()
-            write_model_files(tmp, recipe, checkpoints, plan, dtype)
+
+        layers = output_layers(plan)
+        files = write_checkpoint(
+            out_dir, [(name, shape, dtype) for name, shape in plan.layout()], merged_tensors(),
+            side_files=lambda tmp: write_model_files(tmp, recipe, checkpoints, plan, dtype, layers=layers),
+            verify=is_surgery(layers, plan.config_model, checkpoints), overwrite=overwrite,
+            max_shard_bytes=max_shard_bytes, on_tensor=on_tensor)
         bytes_written = sum(f.stat().st_size for f in out_dir.glob("*.safetensors"))
     return MergeReport(out_dir=out_dir, tensors=len(plan.tasks), bytes_read=bytes_read, bytes_written=bytes_written,
-                       seconds=time.perf_counter() - started, files=[out_dir / f.name for f in files])
+                       seconds=time.perf_counter() - started, files=files)
 
 
-def write_model_files(out: Path, recipe: Recipe, checkpoints: dict[str, Checkpoint], plan: MergePlan,
-                      dtype: torch.dtype) -> None:
-    """config.json (with the output's layer count), tokenizer files, and the recipe for provenance."""
+def output_layers(plan: MergePlan) -> list[tuple[str, int]]:
+    """Per output layer, the (model_key, layer) it is made from: its first task's first source."""
+    layers: dict[int, tuple[str, int]] = {}
+    for task in plan.tasks:
+        if task.layer is not None and task.layer not in layers and task.sources:
+            ref = task.sources[0]
+            src_layer = place_of(ref.name).layer
+            if src_layer is not None:
+                layers[task.layer] = (ref.model, src_layer)
+    return [layers[j] for j in sorted(layers)]
+
+
+def is_surgery(layers: list[tuple[str, int]], config_model: str, checkpoints: Mapping[str, Checkpoint]) -> bool:
+    """Whether the output's layers differ from the config model's own (the config must be rewritten)."""
+    own = checkpoints[config_model].num_layers
+    return len(layers) != own or any(layer != j or (model != config_model and _layer_config_differs(
+        checkpoints[model], checkpoints[config_model])) for j, (model, layer) in enumerate(layers))
+
+
+def _layer_config_differs(a: Checkpoint, b: Checkpoint) -> bool:
+    return a.num_layers != b.num_layers or a.config.get("model_type") != b.config.get("model_type")
+
+
+def write_model_files(out: Path, recipe: Recipe, checkpoints: Mapping[str, Checkpoint], plan: MergePlan,
+                      dtype: torch.dtype, *, layers: Sequence[tuple[str, int]] | None = None) -> None:
+    """config.json (describing the output's layers), tokenizer files, and the recipe for provenance.
+
+    ``layers`` lists each output layer's (model_key, source layer); when they are
+    not the config model's own layers, every layer-dependent config field is
+    rewritten (`evomerge.materialize.layer_config`).
+    """
     copy_model_files(checkpoints[plan.config_model].folder, out, torch_dtype=dtype)
     if plan.tokenizer_model != plan.config_model:
         tok_dir = checkpoints[plan.tokenizer_model].folder
         for name in TOKENIZER_FILES:
             if (tok_dir / name).is_file():
                 (out / name).write_bytes((tok_dir / name).read_bytes())
-    config_path = out / "config.json"
-    if config_path.is_file():
-        config = json.loads(config_path.read_text())
-        if "num_hidden_layers" in config and plan.num_layers:
-            config["num_hidden_layers"] = plan.num_layers
-        config_path.write_text(json.dumps(config, indent=2) + "\n")
+    if layers is not None and is_surgery(list(layers), plan.config_model, checkpoints):
+        rewrite_layer_config(out, [(checkpoints[model].config, layer) for model, layer in layers])
     (out / RECIPE_FILE).write_text(recipe.to_json() + "\n")
