@@ -16,7 +16,7 @@ EXPECTED = {
 
 # mergekit's registry (merge_methods/registry.py): (normalize, rescale) defaults per method
 MERGEKIT_DEFAULTS = {
-    "task_arithmetic": (False, None),
+    "task_arithmetic": (False, False),  # declared by mergekit, ignored (no sparsifier): inert here
     "ties": (True, False),
     "dare_ties": (False, True),
     "dare_linear": (False, True),
