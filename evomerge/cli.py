@@ -154,8 +154,8 @@ def methods() -> None:
                 inert.setdefault(f"{p.name} ({m.name})" if p.name != "int8_mask" else p.name, p.help)
         n = f"{m.min_sources}+" if m.max_sources is None else (
             str(m.min_sources) if m.min_sources == m.max_sources else f"{m.min_sources}-{m.max_sources}")
-        table.add_row(m.name, ", ".join(params), "yes" if m.needs_base else "", n, m.mergekit_name or "-",
-                      m.reference)
+        base = "yes" if m.needs_base else "optional" if m.optional_base else ""
+        table.add_row(m.name, ", ".join(params), base, n, m.mergekit_name or "-", m.reference)
     out.print(table)
     for name, why in inert.items():
         out.print(f"{name}: {why}")

@@ -37,6 +37,8 @@ class ParamSpec:
     # Accepted because mergekit accepts it, but it changes no number here (e.g. ``int8_mask``, a memory
     # option of mergekit's): kept in the recipe and its export, never searched; ``help`` says why.
     inert: bool = False
+    # The range a search space explores when the valid range [low, high] is unbounded or too wide to search.
+    search_range: tuple[float, float] | None = None
 
     def check(self, value: object, *, where: str) -> ParamValue:
         """Return the value coerced to its kind, or raise MergeError naming ``where``.
@@ -164,6 +166,8 @@ class MergeMethod:
     fn: MergeFn
     params: tuple[ParamSpec, ...]
     needs_base: bool
+    # Uses a base model when the recipe names one (merging task vectors), the sources alone otherwise.
+    optional_base: bool = False
     min_sources: int = 1
     max_sources: int | None = None
     randomized: bool = False

@@ -103,7 +103,7 @@ class PSSpace(SearchSpace):
 
     # ---- construction ------------------------------------------------------------------------
     def _uses_base(self, m: MergeMethod) -> bool:
-        return self.sources.base is not None and (m.needs_base or m.name in _BASE_FIRST)
+        return self.sources.base is not None and (m.needs_base or m.optional_base or m.name in _BASE_FIRST)
 
     def _n_sources(self, m: MergeMethod) -> int:
         return len(self.task_models) + (1 if m.name in _BASE_FIRST and self._uses_base(m) else 0)
@@ -172,7 +172,9 @@ class PSSpace(SearchSpace):
         given = self.config.ranges.get(name)
         if given is None:
             spec = specs[0]
-            if spec.low is not None and spec.high is not None:
+            if spec.search_range is not None:
+                given = spec.search_range
+            elif spec.low is not None and spec.high is not None:
                 given = (spec.low + (OPEN_BOUND_MARGIN if spec.low_open else 0.0), spec.high)
             elif name in DEFAULT_RANGES:
                 given = DEFAULT_RANGES[name]
