@@ -153,7 +153,9 @@ def methods() -> None:
     from evomerge.merge.registry import all_methods
 
     table = Table("method", "parameters", "base", "sources", "mergekit", "paper",
-                  caption="* per model; (lo,hi] range; =default (no default: required)")
+                  caption="* per model; (lo,hi] range; =default (no default: required); "
+                          "(no effect): accepted as mergekit accepts it, recorded, changes no number (below)")
+    inert: dict[str, str] = {}
     for m in all_methods():
         params = []
         for p in m.params:
@@ -161,12 +163,17 @@ def methods() -> None:
             hi = "" if p.high is None else f"{p.high:g}]"
             rng = f"{lo or '(-inf'},{hi or 'inf)'}" if (lo or hi) else ""
             default = "" if p.default is None else f"={p.default}"
-            params.append(f"{p.name}{'*' if p.scope == 'per_source' else ''}{rng}{default}")
+            params.append(f"{p.name}{'*' if p.scope == 'per_source' else ''}{rng}{default}"
+                          f"{' (no effect)' if p.inert else ''}")
+            if p.inert:
+                inert.setdefault(f"{p.name} ({m.name})" if p.name != "int8_mask" else p.name, p.help)
         n = f"{m.min_sources}+" if m.max_sources is None else (
             str(m.min_sources) if m.min_sources == m.max_sources else f"{m.min_sources}-{m.max_sources}")
-        table.add_row(m.name, ", ".join(params), "yes" if m.needs_base else "", n, m.mergekit_name or "-",
-                      m.reference)
+        base = "yes" if m.needs_base else "optional" if m.optional_base else ""
+        table.add_row(m.name, ", ".join(params), base, n, m.mergekit_name or "-", m.reference)
     out.print(table)
+    for name, why in inert.items():
+        out.print(f"{name}: {why}")
 
 
 def _search(config, run_dir: Path | None, finalize: bool) -> None:

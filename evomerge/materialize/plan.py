@@ -87,16 +87,27 @@ class MergePlan:
 
 
 def normalized_slices(recipe: Recipe, indexes: Mapping[str, TensorIndex]) -> list[Slice]:
-    """mergekit's rule: a ``models`` recipe is one slice spanning every layer of every model."""
+    """mergekit's rule: a ``models`` recipe is one slice spanning every layer of every model.
+
+    As in mergekit, a ``base_model`` missing from ``models`` is one more input of a method without a base
+    role (linear, karcher), merged like any listed model. (Methods with a base role take it as the base
+    anyway, and so do the ``groups`` of a recipe whose own method has one.)
+    """
     if recipe.slices is not None:
         return recipe.slices
     from evomerge.recipe.model import SliceSource
 
     assert recipe.models is not None
+    specs = [(spec.model, spec.parameters) for spec in recipe.models]
+    base = recipe.base_model
+    method = get_method(recipe.merge_method)
+    base_role = method.needs_base or method.optional_base or method.name in _BASE_FIRST
+    if base and not base_role and model_key(base) not in {model_key(m) for m, _ in specs}:
+        specs.append((base, None))
     sources = []
-    for spec in recipe.models:
-        n = count_layers(indexes[model_key(spec.model)].names)
-        sources.append(SliceSource(model=spec.model, layer_range=(0, max(n, 1)), parameters=spec.parameters))
+    for model, parameters in specs:
+        n = count_layers(indexes[model_key(model)].names)
+        sources.append(SliceSource(model=model, layer_range=(0, max(n, 1)), parameters=parameters))
     return [Slice(sources=sources)]
 
 
@@ -188,7 +199,7 @@ class _Planner:
         base_path = sl.base_model or self.recipe.base_model
         base = model_key(base_path) if base_path else None
         slice_models = [(model_key(s.model), s) for s in sl.sources]
-        if method.needs_base or (method.name in _BASE_FIRST and base):
+        if method.needs_base or ((method.name in _BASE_FIRST or method.optional_base) and base):
             if base is None:
                 raise ConfigError(f"tensor '{out_name}': method '{method.name}' needs base_model")
             others = [(k, s) for k, s in slice_models if k != base]

@@ -19,7 +19,7 @@ import torch
 from evomerge.errors import MergeError
 
 Scope = Literal["global", "per_source"]
-ParamValue = float | bool
+ParamValue = float | bool | int
 
 
 @dataclass(frozen=True)
@@ -32,17 +32,32 @@ class ParamSpec:
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # True: value must be > low (e.g. density in (0, 1])
-    kind: Literal["float", "bool"] = "float"
+    kind: Literal["float", "bool", "int"] = "float"
     help: str = ""
+    # Accepted because mergekit accepts it, but it changes no number here (e.g. ``int8_mask``, a memory
+    # option of mergekit's): kept in the recipe and its export, never searched; ``help`` says why.
+    inert: bool = False
+    # The range a search space explores when the valid range [low, high] is unbounded or too wide to search.
+    search_range: tuple[float, float] | None = None
 
     def check(self, value: object, *, where: str) -> ParamValue:
-        """Return the value coerced to its kind, or raise MergeError naming ``where``."""
+        """Return the value coerced to its kind, or raise MergeError naming ``where``.
+
+        Coercions are mergekit's (pydantic's lax mode): a number 0 or 1 is a boolean, a boolean is the
+        number 0 or 1, an integral float is an int, and a string spelling any of these (YAML reads
+        ``1e-3`` as a string) is that value.
+        """
+        value = _lax(value, self.kind)
         if self.kind == "bool":
             if isinstance(value, bool):
                 return value
             raise MergeError(f"{where}: parameter '{self.name}' must be true or false, got {value!r}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not isinstance(value, (int, float)):
             raise MergeError(f"{where}: parameter '{self.name}' must be a number, got {value!r}")
+        if self.kind == "int":
+            if not float(value).is_integer():
+                raise MergeError(f"{where}: parameter '{self.name}' must be a whole number, got {value!r}")
+            value = int(value)
         x = float(value)
         if not math.isfinite(x):
             raise MergeError(f"{where}: parameter '{self.name}' must be finite, got {x}")
@@ -54,7 +69,30 @@ class ParamSpec:
             )
         if self.high is not None and x > self.high:
             raise MergeError(f"{where}: parameter '{self.name}' = {x:g} is above its maximum {self.high:g}")
-        return x
+        return int(value) if self.kind == "int" else x
+
+
+_TRUE = {"true", "t", "yes", "y", "on", "1"}
+_FALSE = {"false", "f", "no", "n", "off", "0"}
+
+
+def _lax(value: object, kind: str) -> object:
+    """``value`` read the way mergekit's pydantic validation reads it for a parameter of ``kind``;
+    anything it cannot read is returned unchanged (and refused by the caller)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if kind == "bool":
+            low = text.lower()
+            return True if low in _TRUE else False if low in _FALSE else value
+        try:
+            return float(text)
+        except ValueError:
+            return value
+    if kind == "bool" and not isinstance(value, bool) and isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if kind != "bool" and isinstance(value, bool):
+        return int(value)
+    return value
 
 
 class MergeInputs:
@@ -128,6 +166,8 @@ class MergeMethod:
     fn: MergeFn
     params: tuple[ParamSpec, ...]
     needs_base: bool
+    # Uses a base model when the recipe names one (merging task vectors), the sources alone otherwise.
+    optional_base: bool = False
     min_sources: int = 1
     max_sources: int | None = None
     randomized: bool = False

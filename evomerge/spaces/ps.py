@@ -103,20 +103,22 @@ class PSSpace(SearchSpace):
 
     # ---- construction ------------------------------------------------------------------------
     def _uses_base(self, m: MergeMethod) -> bool:
-        return self.sources.base is not None and (m.needs_base or m.name in _BASE_FIRST)
+        return self.sources.base is not None and (m.needs_base or m.optional_base or m.name in _BASE_FIRST)
 
     def _n_sources(self, m: MergeMethod) -> int:
         return len(self.task_models) + (1 if m.name in _BASE_FIRST and self._uses_base(m) else 0)
 
     def _spec(self, name: str) -> ParamSpec | None:
-        return next((m.param(name) for m in self.methods if name in {p.name for p in m.params}), None)
+        """The parameter's declaration, from a method where it has an effect when one has."""
+        specs = [m.param(name) for m in self.methods if name in {p.name for p in m.params}]
+        return next((s for s in specs if not s.inert), specs[0] if specs else None)
 
     def _searched_params(self) -> list[str]:
         if self.config.search is None:
             out: list[str] = []
             for m in self.methods:
                 for p in m.params:
-                    wanted = p.kind == "float" and (p.scope == "per_source" or p.default is None)
+                    wanted = p.kind == "float" and not p.inert and (p.scope == "per_source" or p.default is None)
                     if wanted and p.name not in out and p.name not in self.config.fixed:
                         out.append(p.name)
             return out
@@ -126,8 +128,12 @@ class PSSpace(SearchSpace):
                 known = sorted({p.name for m in self.methods for p in m.params})
                 raise ConfigError(f"search[{i}]: '{name}' is not a parameter of {self._method_names()} "
                                   f"(known: {', '.join(known)})")
+            if spec.inert:
+                raise ConfigError(f"search[{i}]: '{name}' changes nothing numerically ({spec.help}); "
+                                  "there is nothing to search")
             if spec.kind != "float":
-                raise ConfigError(f"search[{i}]: '{name}' is a true/false parameter; set it under 'fixed'")
+                what = "a true/false" if spec.kind == "bool" else "a whole-number"
+                raise ConfigError(f"search[{i}]: '{name}' is {what} parameter; set it under 'fixed'")
             if name in self.config.fixed:
                 raise ConfigError(f"search[{i}]: '{name}' is also under 'fixed'; keep it in one place")
             scopes = {m.param(name).scope for m in self.methods if name in {p.name for p in m.params}}
@@ -166,7 +172,9 @@ class PSSpace(SearchSpace):
         given = self.config.ranges.get(name)
         if given is None:
             spec = specs[0]
-            if spec.low is not None and spec.high is not None:
+            if spec.search_range is not None:
+                given = spec.search_range
+            elif spec.low is not None and spec.high is not None:
                 given = (spec.low + (OPEN_BOUND_MARGIN if spec.low_open else 0.0), spec.high)
             elif name in DEFAULT_RANGES:
                 given = DEFAULT_RANGES[name]
@@ -240,7 +248,7 @@ class PSSpace(SearchSpace):
         per_source: dict[str, np.ndarray] = {}
         global_: dict[str, np.ndarray] = {}
         for value, (p, k, g) in zip(x, self._slots, strict=True):
-            if p == "method" or p not in own:
+            if p == "method" or p not in own or own[p].inert:
                 continue
             if k is None:
                 global_.setdefault(p, np.zeros(self.groups))[g] = value

@@ -22,14 +22,28 @@ RECIPES = {
     "breadcrumbs_ties": ("breadcrumbs_ties", {"weight": 1.0, "density": 0.8, "gamma": 0.05}, {}),
     "della": ("della", {"weight": 1.0, "density": 0.5, "epsilon": 0.1}, {}),
     "model_stock": ("model_stock", {}, {}),
-    "linear": ("linear", {"weight": 1.0}, {}),
+    # the base_model joins a linear merge as one more input, as in mergekit (the global weight is its weight)
+    "linear": ("linear", {"weight": 1.0}, {"weight": 0.5}),
+    "sce": ("sce", {}, {"select_topk": 0.5}),
+    "nuslerp": ("nuslerp", {"weight": (0.3, 0.7)}, {}),
+    "nuslerp_rows": ("nuslerp", {"weight": (0.6, 0.4)}, {"nuslerp_flatten": False, "nuslerp_row_wise": True}),
+    "multislerp": ("multislerp", {"weight": (0.2, 0.5, 0.3)}, {}),
+    "karcher": ("karcher", {}, {"max_iter": 20}),
+    "arcee_fusion": ("arcee_fusion", {}, {}),
+    "nearswap": ("nearswap", {}, {"t": 0.001}),
+    "ram": ("ram", {}, {"epsilon": 1e-3}),
+    "ramplus_tl": ("ramplus_tl", {}, {"epsilon": 1e-3, "r": 0.5, "alpha": 0.5}),
 }
+# methods that take exactly this many models besides the base
+_N_MODELS = {"nuslerp": 2, "nuslerp_rows": 2, "arcee_fusion": 1, "nearswap": 1}
 
 
-def _recipe(family, method: str, params: dict, globals_: dict) -> Recipe:
+def _recipe(family, method: str, params: dict, globals_: dict, n_models: int = 3) -> Recipe:
     base, experts = family
+    # a tuple gives one value per model (a list is a gradient over the layers)
+    per_model = [{k: v[i] if isinstance(v, tuple) else v for k, v in params.items()} for i in range(n_models)]
     return Recipe.model_validate({
-        "models": [{"model": str(e), "parameters": params} for e in experts],
+        "models": [{"model": str(e), "parameters": p or None} for e, p in zip(experts, per_model, strict=False)],
         "base_model": str(base), "merge_method": method, "parameters": globals_ or None,
         "dtype": "float32", "seed": 11,
     })
@@ -49,7 +63,7 @@ def model(family):
 
 @pytest.mark.parametrize("key", list(RECIPES))
 def test_in_place_merge_equals_streaming_merge_bit_for_bit(family, resident, model, tmp_path, key):
-    recipe = _recipe(family, *RECIPES[key])
+    recipe = _recipe(family, *RECIPES[key], n_models=_N_MODELS.get(key, 3))
     merge_to_disk(recipe, tmp_path / "out")
     expected = load_file(tmp_path / "out" / "model.safetensors")
     materialize_into(model, recipe, resident)

@@ -133,6 +133,8 @@ def params_for(name: str, k: int) -> dict[str, object]:
         out["t"] = 0.3
     if "scale" in names:
         out["scale"] = 1.5
+    if "select_topk" in names:
+        out["select_topk"] = 0.5
     return out
 
 

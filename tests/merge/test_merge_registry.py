@@ -12,11 +12,14 @@ from evomerge.merge.methods import lines_factor
 EXPECTED = {
     "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties",
     "della", "della_linear", "slerp", "model_stock", "passthrough",
+    "sce", "nuslerp", "multislerp", "karcher", "arcee_fusion", "nearswap", "ram", "ramplus_tl",
 }
+# mergekit's methods without a paper
+NO_PAPER = {"slerp", "passthrough", "nuslerp", "multislerp", "arcee_fusion", "nearswap"}
 
 # mergekit's registry (merge_methods/registry.py): (normalize, rescale) defaults per method
 MERGEKIT_DEFAULTS = {
-    "task_arithmetic": (False, None),
+    "task_arithmetic": (False, False),  # declared by mergekit, ignored (no sparsifier): inert here
     "ties": (True, False),
     "dare_ties": (False, True),
     "dare_linear": (False, True),
@@ -37,7 +40,7 @@ def test_every_builtin_method_is_registered_once_with_its_mergekit_name() -> Non
 
 
 def test_methods_with_a_paper_cite_its_arxiv_id() -> None:
-    for name in EXPECTED - {"slerp", "passthrough"}:
+    for name in EXPECTED - NO_PAPER:
         assert re.fullmatch(r"arXiv:\d{4}\.\d{5}", get_method(name).reference), name
 
 
@@ -84,3 +87,35 @@ def test_lines_factor_goes_from_alpha_at_first_block_to_alpha_plus_beta_at_last(
 
 def test_lines_factor_of_a_single_block_model_is_alpha() -> None:
     assert lines_factor(0, 1, 0.3, 0.7) == 0.3
+
+
+# mergekit 0.1.5's declarations (merge_methods/*.py): parameter -> (scope, default)
+NEW_METHOD_PARAMS = {
+    "sce": {"select_topk": ("global", 1.0), "int8_mask": ("global", False)},
+    "nuslerp": {"weight": ("per_source", None), "nuslerp_row_wise": ("global", False),
+                "nuslerp_flatten": ("global", True)},
+    "multislerp": {"weight": ("per_source", None), "normalize_weights": ("global", True), "eps": ("global", 1e-8)},
+    "karcher": {"max_iter": ("global", 10), "tol": ("global", 1e-5)},
+    "arcee_fusion": {},
+    "nearswap": {"t": ("global", None)},
+    "ram": {"epsilon": ("global", 1e-5)},
+    "ramplus_tl": {"r": ("global", 0.1), "alpha": ("global", 0.2), "epsilon": ("global", 1e-5)},
+}
+NEW_METHOD_INPUTS = {  # (base: needs / optional / no, least and most models besides the base)
+    "sce": ("needs", 1, None), "nuslerp": ("optional", 2, 2), "multislerp": ("optional", 1, None),
+    "karcher": ("no", 1, None), "arcee_fusion": ("needs", 1, 1), "nearswap": ("needs", 1, 1),
+    "ram": ("needs", 1, None), "ramplus_tl": ("needs", 1, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEW_METHOD_PARAMS))
+def test_new_methods_declare_mergekits_parameters_defaults_and_inputs(name: str) -> None:
+    method = get_method(name)
+    assert {p.name: (p.scope, p.default) for p in method.params} == NEW_METHOD_PARAMS[name]
+    base = "needs" if method.needs_base else "optional" if method.optional_base else "no"
+    assert (base, method.min_sources, method.max_sources) == NEW_METHOD_INPUTS[name]
+    assert not method.randomized
+
+
+def test_evomerge_methods_lists_at_least_twenty_methods() -> None:
+    assert len(all_methods()) >= 20

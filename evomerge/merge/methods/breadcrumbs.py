@@ -40,7 +40,7 @@ def _breadcrumbs(consensus: bool):
     return fn
 
 
-_PARAMS = (P.WEIGHT, P.DENSITY, P.GAMMA, P.normalize(False), P.rescale(False), P.LAMBDA)
+_PARAMS = (P.WEIGHT, P.DENSITY, P.GAMMA, P.normalize(False), P.rescale(False), P.LAMBDA, P.INT8_MASK)
 
 BREADCRUMBS = register(MergeMethod(
     name="breadcrumbs",

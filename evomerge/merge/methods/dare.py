@@ -55,7 +55,7 @@ def _dare(consensus: bool, name: str):
     return fn
 
 
-_DARE_PARAMS = (P.WEIGHT, P.DENSITY, P.normalize(False), P.rescale(True), P.LAMBDA)
+_DARE_PARAMS = (P.WEIGHT, P.DENSITY, P.normalize(False), P.rescale(True), P.LAMBDA, P.INT8_MASK)
 
 DARE_LINEAR = register(MergeMethod(
     name="dare_linear",

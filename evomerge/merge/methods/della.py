@@ -54,7 +54,7 @@ def _della(consensus: bool, name: str):
 DELLA = register(MergeMethod(
     name="della",
     fn=_della(True, "della"),
-    params=(P.WEIGHT, P.DENSITY, P.EPSILON, P.normalize(True), P.rescale(True), P.LAMBDA),
+    params=(P.WEIGHT, P.DENSITY, P.EPSILON, P.normalize(True), P.rescale(True), P.LAMBDA, P.INT8_MASK),
     needs_base=True,
     randomized=True,
     reference="arXiv:2406.11617",
@@ -66,7 +66,7 @@ DELLA = register(MergeMethod(
 DELLA_LINEAR = register(MergeMethod(
     name="della_linear",
     fn=_della(False, "della_linear"),
-    params=(P.WEIGHT, P.DENSITY, P.EPSILON, P.normalize(False), P.rescale(True), P.LAMBDA),
+    params=(P.WEIGHT, P.DENSITY, P.EPSILON, P.normalize(False), P.rescale(True), P.LAMBDA, P.INT8_MASK),
     needs_base=True,
     randomized=True,
     reference="arXiv:2406.11617",

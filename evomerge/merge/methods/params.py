@@ -35,6 +35,23 @@ LAMBDA = ParamSpec(
 )
 
 
+INT8_MASK = ParamSpec(
+    "int8_mask", "global", default=False, kind="bool", inert=True,
+    help="mergekit stores its sign/selection masks as int8 to save memory; evomerge's masks are boolean "
+         "already: accepted and kept in the recipe, no effect on the numbers",
+)
+# mergekit's task_arithmetic declares the sparsifying methods' keys but has no sparsifier: it accepts them
+# and ignores them. So do we (a density below 1 there is no TIES trim; use ties or dare_linear for that).
+IGNORED_DENSITY = ParamSpec(
+    "density", "per_source", default=1.0, low=0.0, high=1.0, low_open=True, inert=True,
+    help="accepted as mergekit's task_arithmetic accepts it: it sparsifies nothing there, nor here",
+)
+IGNORED_RESCALE = ParamSpec(
+    "rescale", "global", default=False, kind="bool", inert=True,
+    help="accepted as mergekit's task_arithmetic accepts it: nothing is sparsified, so nothing is rescaled",
+)
+
+
 def normalize(default: bool) -> ParamSpec:
     """``normalize``: divide by the sum of weights (of agreeing entries, for sign consensus)."""
     return ParamSpec("normalize", "global", default=default, kind="bool",

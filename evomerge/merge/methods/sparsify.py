@@ -276,10 +276,10 @@ def magnitude_outliers(
     Counts follow mergekit: ``n_top = int(gamma*n)``, ``n_keep = int(density*n)``,
     ``n_bottom = n - n_keep - n_top``; when that is negative the top cut shrinks
     (density wins over gamma). Density 1 returns the input untouched (gamma is
-    then ignored, as in mergekit). Difference from mergekit: its slice
-    ``indices[n_bot:-n_top]`` keeps *nothing* when ``n_top`` is 0 (gamma = 0 or
-    a tensor with fewer than 1/gamma entries); here the band keeps ``n_keep``
-    entries as the method intends.
+    then ignored, as in mergekit). When ``n_top`` is 0 (gamma = 0 or a tensor
+    with fewer than 1/gamma entries) the band keeps the top ``n_keep`` entries,
+    as mergekit 0.1.5 does (``indices[n_bot:n_bot + n_keep]``; its earlier
+    ``indices[n_bot:-n_top]`` kept nothing there).
     """
     if density >= 1:
         return delta

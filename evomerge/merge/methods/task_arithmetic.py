@@ -91,7 +91,7 @@ def _task_arithmetic(inputs: MergeInputs, params: Mapping[str, object],
 TASK_ARITHMETIC = register(MergeMethod(
     name="task_arithmetic",
     fn=_task_arithmetic,
-    params=(P.WEIGHT, P.normalize(False), P.LAMBDA),
+    params=(P.WEIGHT, P.normalize(False), P.LAMBDA, P.INT8_MASK, P.IGNORED_DENSITY, P.IGNORED_RESCALE),
     needs_base=True,
     reference="arXiv:2212.04089",
     mergekit_name="task_arithmetic",

@@ -39,7 +39,7 @@ def _ties(inputs: MergeInputs, params: Mapping[str, object],
 TIES = register(MergeMethod(
     name="ties",
     fn=_ties,
-    params=(P.WEIGHT, P.DENSITY, P.normalize(True), P.rescale(False), P.LAMBDA),
+    params=(P.WEIGHT, P.DENSITY, P.normalize(True), P.rescale(False), P.LAMBDA, P.INT8_MASK),
     needs_base=True,
     reference="arXiv:2306.01708",
     mergekit_name="ties",
