@@ -117,3 +117,105 @@ def tiny_family(arch: str, root: str | Path, *, n_experts: int = 3, seed: int = 
                 param.add_(noise * delta_scale * (param.std() + 1e-3))
         experts.append(save_model(expert, root / f"expert{k}"))
     return base, experts
+
+
+# ---------------------------------------------------------------------------------------------- checks
+# One implementation for the test matrix (tests/materialize/test_arch_matrix.py) and its README table
+# (bench/arch_matrix.py): each check raises with the tensor or score at fault, or returns quietly.
+
+MERGE_METHODS = ("linear", "task_arithmetic", "ties", "dare_ties", "slerp", "model_stock")
+
+
+def merge_recipe(method: str, base: Path, experts: list[Path]) -> dict[str, Any]:
+    """A recipe of ``method`` over the family, parameters off their defaults so every input matters."""
+    models = [str(e) for e in experts]
+    if method == "linear":
+        return {"merge_method": "linear", "models": [{"model": m, "parameters": {"weight": w}}
+                                                     for m, w in zip(models, (1.0, 0.6, 0.3), strict=False)]}
+    if method == "slerp":
+        return {"merge_method": "slerp", "base_model": str(base), "parameters": {"t": 0.3},
+                "models": [{"model": str(base)}, {"model": models[0]}]}
+    params: dict[str, dict[str, Any]] = {
+        "task_arithmetic": {"weight": 0.7}, "ties": {"weight": 0.9, "density": 0.5},
+        "dare_ties": {"weight": 0.9, "density": 0.6}, "model_stock": {},
+    }
+    recipe: dict[str, Any] = {"merge_method": method, "base_model": str(base),
+                              "models": [{"model": m, "parameters": params[method] or None} for m in models]}
+    if method == "dare_ties":
+        recipe["seed"] = 7
+    return recipe
+
+
+def load_strictly(folder: Path) -> Any:
+    """The folder loaded by plain transformers, refusing missing, unexpected or mismatched keys."""
+    from transformers import AutoModelForCausalLM
+
+    model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
+    bad = {k: sorted(v) if not isinstance(v, dict) else v for k, v in info.items() if v}
+    if bad:
+        raise AssertionError(f"{folder}: transformers does not load it cleanly: {bad}")
+    return model.eval()
+
+
+def check_merge(method: str, base: Path, experts: list[Path], out: Path, model: Any, resident: Any) -> None:
+    """Streaming merge loads strictly; the in-place merge into ``model`` equals it bit for bit."""
+    from evomerge.materialize.inplace import materialize_into
+    from evomerge.materialize.streaming import merge_to_disk
+    from evomerge.recipe.model import Recipe
+
+    recipe = Recipe.model_validate(merge_recipe(method, base, experts))
+    merge_to_disk(recipe, out)
+    reloaded = load_strictly(out).state_dict()
+    materialize_into(model, recipe, resident)
+    got = model.state_dict()
+    for name, tensor in reloaded.items():
+        if not torch.equal(got[name], tensor):
+            raise AssertionError(f"{method}: in-place '{name}' differs from the streaming merge reloaded by "
+                                 f"transformers (max |diff| {float((got[name] - tensor).abs().max()):.3g})")
+
+
+def check_ps_search(base: Path, experts: list[Path], task: Path, root: Path, *, evaluations: int = 3) -> float:
+    """A PS search in place; the exported best model, loaded by plain transformers, reproduces its scores.
+
+    Returns the best trial's train score. Raises when the search failed a trial or the exported
+    model's train or test score differs from the recorded one by any amount.
+    """
+    from transformers import AutoTokenizer
+
+    from evomerge.export import export_run
+    from evomerge.fitness import evaluate_all, load_task
+    from evomerge.study.config import RunConfig
+    from evomerge.study.study import Study
+
+    cfg = RunConfig.from_dict({
+        "name": "arch", "output": str(root / "run"),
+        "sources": {"base": str(base), "models": [str(e) for e in experts]},
+        "space": {"kind": "ps", "method": "dare_ties"}, "strategy": {"name": "random"},
+        "objectives": [{"task": str(task)}], "budget": {"evaluations": evaluations}, "seed": 1,
+        "test_split": "test", "runner": {"type": "local", "threads": 1},
+    })
+    study = Study.create(cfg)
+    try:
+        summary = study.run()
+        results = study.finalize()
+        records = {r.number: r for r in study.store.records()}
+    finally:
+        study.close()
+    failed = [r for r in records.values() if r.status != "ok"]
+    if failed or summary.best_number is None:
+        raise AssertionError(f"PS search: {len(failed)} failed trial(s): {failed[0].error if failed else ''}")
+    best = summary.best_number
+    report = export_run(root / "run", root / "export", trials=[best], checkpoints=True)
+    folder = report.trials[0].folder / "model"
+    model, tokenizer = load_strictly(folder), AutoTokenizer.from_pretrained(folder)
+    tasks = [load_task(task)]
+    with torch.inference_mode():
+        train = evaluate_all(tasks, model, tokenizer, split="train")
+        test = evaluate_all(tasks, model, tokenizer, split="test")
+    for split, got, recorded in (("train", train, records[best].objectives),
+                                 ("test", test, results["trials"][str(best)]["objectives"])):
+        for name, res in got.items():
+            if res.objectives[name] != recorded[name]:
+                raise AssertionError(f"trial {best}: exported model scores {res.objectives[name]!r} on {split}, "
+                                     f"the search recorded {recorded[name]!r}")
+    return float(records[best].objectives[tasks[0].objective_name])
