@@ -157,16 +157,22 @@ def load_strictly(folder: Path) -> Any:
     return model.eval()
 
 
-def check_merge(method: str, base: Path, experts: list[Path], out: Path, model: Any, resident: Any) -> None:
-    """Streaming merge loads strictly; the in-place merge into ``model`` equals it bit for bit."""
-    from evomerge.materialize.inplace import materialize_into
+def check_streaming_merge(method: str, base: Path, experts: list[Path], out: Path) -> dict[str, torch.Tensor]:
+    """``evomerge merge``'s streaming merge to ``out``, loaded strictly by transformers: its state dict."""
     from evomerge.materialize.streaming import merge_to_disk
     from evomerge.recipe.model import Recipe
 
-    recipe = Recipe.model_validate(merge_recipe(method, base, experts))
-    merge_to_disk(recipe, out)
-    reloaded = load_strictly(out).state_dict()
-    materialize_into(model, recipe, resident)
+    merge_to_disk(Recipe.model_validate(merge_recipe(method, base, experts)), out)
+    return load_strictly(out).state_dict()
+
+
+def check_in_place(method: str, base: Path, experts: list[Path], reloaded: dict[str, torch.Tensor], model: Any,
+                   resident: Any) -> None:
+    """The in-place merge into ``model`` equals the reloaded streaming merge, bit for bit."""
+    from evomerge.materialize.inplace import materialize_into
+    from evomerge.recipe.model import Recipe
+
+    materialize_into(model, Recipe.model_validate(merge_recipe(method, base, experts)), resident)
     got = model.state_dict()
     for name, tensor in reloaded.items():
         if not torch.equal(got[name], tensor):

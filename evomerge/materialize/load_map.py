@@ -84,6 +84,7 @@ class LoadMap:
         self._model = weakref.ref(model)
         self.layout = frozenset((name, tuple(shape)) for name, shape in layout)
         self._direct: dict[str, torch.Tensor] = {}
+        self.renamed: dict[str, str] = {}  # checkpoint key -> parameter name, where they differ
         self._groups: list[_Group] = []
         self._member: dict[str, int] = {}  # checkpoint key -> group index
         self._pending: dict[int, dict[str, list[torch.Tensor | None]]] = {}
@@ -124,6 +125,8 @@ class LoadMap:
                 continue
             if pattern is None:
                 self._direct[name] = state[renamed]
+                if renamed != name:
+                    self.renamed[name] = renamed
                 continue
             index = groups.get(renamed)
             if index is None:
@@ -187,6 +190,18 @@ class LoadMap:
             flat = [n for names in missing for n in names]
             raise MergeError(f"{len(flat)} {kind} parameter(s) would keep their initial values, no checkpoint "
                              f"tensor lands there: e.g. {flat[:3]}; the merge does not cover this model")
+
+    def summary(self) -> str:
+        """What transformers' conversions do to this layout, in a few words (for reports)."""
+        parts = []
+        if self.renamed:
+            name, to = next(iter(self.renamed.items()))
+            parts.append(f"{len(self.renamed)} renamed (e.g. {name} -> {to})")
+        if self._groups:
+            n = sum(g.size for g in self._groups)
+            out = sorted({t for g in self._groups for t in g.targets})
+            parts.append(f"{n} fused into {len(out)} (e.g. {out[0]})")
+        return "; ".join(parts) or "names as stored"
 
     # ------------------------------------------------------------------ writing
     def _convert(self, group: _Group, collected: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -19,8 +19,9 @@ from evomerge.recipe.model import Recipe
 from evomerge.testing_archs import (
     MERGE_METHODS,
     available_archs,
-    check_merge,
+    check_in_place,
     check_ps_search,
+    check_streaming_merge,
     load_strictly,
     merge_recipe,
     tiny_family,
@@ -57,7 +58,8 @@ def test_every_merge_loads_strictly_and_in_place_equals_it_bit_for_bit(arch, fam
     resident = ResidentSources.from_paths(experts, base)
     model = load_strictly(base)
     for method in MERGE_METHODS:
-        check_merge(method, base, experts, tmp_path / method, model, resident)
+        reloaded = check_streaming_merge(method, base, experts, tmp_path / method)
+        check_in_place(method, base, experts, reloaded, model, resident)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt_neox", "mixtral", "qwen3_moe", "gpt2", "llama-tied"])
