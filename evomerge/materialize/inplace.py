@@ -129,6 +129,7 @@ def materialize_into(model: torch.nn.Module, recipe: Recipe, resident: ResidentS
     plan = resident.plan(recipe)
     landing = load_map_for(model, plan.layout())
     out_dtype = output_dtype(recipe, resident.checkpoints, plan)
+    landing.begin()
     with torch.no_grad():
         for task in plan.tasks:
             base, inputs = resident.gather(task)

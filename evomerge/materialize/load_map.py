@@ -212,6 +212,10 @@ class LoadMap:
         out = converter.convert(group.layer_name, model=model, config=getattr(model, "config", None))
         return {name: (value[0] if isinstance(value, list) else value) for name, value in out.items()}
 
+    def begin(self) -> None:
+        """Start a candidate: forget a previous candidate's half-filled groups (it raised mid-way)."""
+        self._pending.clear()
+
     def write(self, name: str, merged: torch.Tensor) -> None:
         """Land one merged checkpoint tensor (float32) in the model."""
         target = self._direct.get(name)

@@ -155,3 +155,22 @@ def test_a_worker_refuses_a_model_the_sources_do_not_cover_before_the_search(fam
             EvalWorker(str(base), [str(e) for e in experts], [])
     finally:
         load_map._conversion_api = original
+
+
+def test_a_candidate_that_failed_mid_group_leaves_nothing_for_the_next(families, tmp_path):
+    """Half of a fused group from a failed candidate must not complete the next candidate's group."""
+    from evomerge.materialize.load_map import load_map_for
+
+    base, experts = families["qwen3_moe"]
+    resident = ResidentSources.from_paths(experts, base)
+    model = load_strictly(base)
+    recipe = Recipe.model_validate(merge_recipe("task_arithmetic", base, experts))
+    plan = materialize_into(model, recipe, resident)
+    landing = load_map_for(model, plan.layout())
+    for task in plan.tasks:  # a failed candidate: garbage in the first half of one layer's experts
+        if ".layers.1.mlp.experts." in task.out_name and ".experts.2." not in task.out_name:
+            landing.write(task.out_name, torch.full(task.shape, 7.0))
+    materialize_into(model, recipe, resident)
+    reloaded = check_streaming_merge("task_arithmetic", base, experts, tmp_path / "out")
+    got = model.state_dict()
+    assert all(torch.equal(got[n], t) for n, t in reloaded.items())
