@@ -22,6 +22,8 @@ import torch
 from evomerge.exec.base import Candidate, EvalResult
 from evomerge.fitness import FitnessTask, check_tokenizer, evaluate_all
 from evomerge.materialize.inplace import ResidentSources, materialize_into
+from evomerge.materialize.load_map import load_map_for
+from evomerge.materialize.plan import model_key
 from evomerge.models import load_model
 
 
@@ -44,6 +46,9 @@ class EvalWorker:
         template = base or models[0]
         self.model, self.tokenizer = load_model(Path(template), device=device)
         check_tokenizer(self.tasks, self.tokenizer, str(template))  # before the first candidate, not in each
+        # Map (and verify) once, before the search, where from_pretrained lands each checkpoint tensor.
+        ckpt = self.resident.checkpoints[model_key(template)]
+        load_map_for(self.model, [(name, ckpt.info(name).shape) for name in ckpt.names])
         self._routed_cache: dict[str, Any] = {}
 
     def _model_for(self, candidate: Candidate) -> Any:

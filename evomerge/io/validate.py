@@ -7,8 +7,10 @@ it takes part in, costs far more than a check at open time.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,9 +22,10 @@ from evomerge.errors import CheckpointError
 if TYPE_CHECKING:
     from evomerge.io.checkpoint import Checkpoint
 
-__all__ = ["check_compatible", "check_finite"]
+__all__ = ["check_compatible", "check_finite", "check_vocabulary"]
 
-_VOCAB_TENSOR_RE = re.compile(r"(?:^|\.)(embed_tokens|wte|word_embeddings|lm_head|embed_out|output)\.weight$")
+_VOCAB_TENSOR_RE = re.compile(
+    r"(?:^|\.)(embed_tokens|wte|word_embeddings|embed_in|lm_head|embed_out|output)\.weight$")
 
 
 def _arch(config: dict) -> tuple[str | None, tuple[str, ...] | None]:
@@ -32,7 +35,8 @@ def _arch(config: dict) -> tuple[str | None, tuple[str, ...] | None]:
 
 def _vocab_error(a: Checkpoint, b: Checkpoint, va: int, vb: int, where: str) -> CheckpointError:
     return CheckpointError(
-        f"vocabulary sizes differ ({where}): {a.path} has {va} tokens, {b.path} has {vb}. "
+        f"vocabulary sizes differ ({where}): {getattr(a, 'path', a)} has {va} tokens, {getattr(b, 'path', b)} "
+        f"has {vb}. "
         "Their tokenizers and embedding matrices differ, so merging them row by row would mix "
         "unrelated tokens. Pick sources that share a tokenizer (fine-tunes of the same base model). "
         "Merging across tokenizers (mergekit's `tokenizer_source: union`) is not supported yet."
@@ -89,6 +93,54 @@ def check_compatible(checkpoints: Sequence[Checkpoint], *, names: Iterable[str] 
                     f"tensor {extra[0]!r} is missing from {first.path} but present in {other.path} "
                     f"({len(extra)} such tensors); the sources do not share an architecture"
                 )
+
+
+def _config_vocab(config: object) -> int | None:
+    if not isinstance(config, dict):
+        return None
+    for cfg in (config, config.get("text_config")):
+        if isinstance(cfg, dict) and isinstance(cfg.get("vocab_size"), int):
+            return cfg["vocab_size"]
+    return None
+
+
+_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # checkpoint -> its vocab rows (a search re-plans)
+
+
+def _vocab_rows(ckpt: Checkpoint) -> dict[str, int]:
+    """Rows of the embedding / head tensors, by name (the vocabulary as the weights see it)."""
+    with contextlib.suppress(KeyError, TypeError):  # TypeError: not weak-referenceable, computed each time
+        return _ROWS[ckpt]
+    rows = {n: ckpt.info(n).shape[0] for n in ckpt.names if _VOCAB_TENSOR_RE.search(n) and ckpt.info(n).shape}
+    with contextlib.suppress(TypeError):
+        _ROWS[ckpt] = rows
+    return rows
+
+
+def check_vocabulary(checkpoints: Sequence[Checkpoint]) -> None:
+    """Refuse a merge whose tensors come from models of different vocabulary sizes, from headers alone.
+
+    Every path needs it, passthrough slices included: a slice recipe takes the
+    embedding from its first slice's model and the head from its last one's, so
+    two vocabularies would give an embedding and a head of different sizes.
+    Compares config.json's ``vocab_size`` (or ``text_config.vocab_size``), then
+    the rows of the embedding and head tensors.
+    """
+    if len(checkpoints) < 2:
+        return
+    first = checkpoints[0]
+    va, rows_a = _config_vocab(getattr(first, "config", None)), _vocab_rows(first)
+    for other in checkpoints[1:]:
+        vb = _config_vocab(getattr(other, "config", None))
+        if va is not None and vb is not None and va != vb:
+            raise _vocab_error(first, other, va, vb, "config.json vocab_size")
+        rows_b = _vocab_rows(other)
+        for name, n in rows_a.items():
+            if name in rows_b and rows_b[name] != n:
+                raise _vocab_error(first, other, n, rows_b[name], f"rows of {name!r}")
+        if rows_a and rows_b and set(rows_a.values()) != set(rows_b.values()):
+            na, nb = max(rows_a.values()), max(rows_b.values())
+            raise _vocab_error(first, other, na, nb, "rows of the embedding / head tensors")
 
 
 def check_finite(tensor: torch.Tensor, *, name: str, path: Path) -> None:

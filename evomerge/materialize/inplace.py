@@ -18,7 +18,9 @@ import torch
 from evomerge.errors import CheckpointError, MergeError
 from evomerge.io.checkpoint import Checkpoint, check_compatible, check_finite
 from evomerge.materialize.execute import all_finite, run_task
+from evomerge.materialize.load_map import load_map_for
 from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_key, plan_merge
+from evomerge.materialize.streaming import output_dtype
 from evomerge.recipe.model import Recipe
 
 
@@ -118,22 +120,22 @@ class ResidentSources:
 def materialize_into(model: torch.nn.Module, recipe: Recipe, resident: ResidentSources) -> MergePlan:
     """Write ``recipe``'s merged weights into ``model``'s parameters, in place.
 
-    The model must have the output's architecture (same tensor names and
-    shapes); tied parameters are written once.
+    The model receives what ``from_pretrained`` would load from the merged
+    checkpoint: each tensor is merged under its checkpoint name (per expert for
+    MoE models, as the streaming merge does), rounded to the checkpoint's output
+    dtype, then landed through transformers' own key conversions (see
+    `evomerge.materialize.load_map`, verified once per model and layout).
     """
     plan = resident.plan(recipe)
-    params = dict(model.named_parameters(remove_duplicate=False))
-    params.update({n: b for n, b in model.named_buffers() if n not in params})
-    missing = [t.out_name for t in plan.tasks if t.out_name not in params]
-    if missing:
-        raise MergeError(f"the resident model has no parameter for {len(missing)} merged tensor(s), "
-                         f"e.g. {missing[:3]}; is it the same architecture as the sources?")
+    landing = load_map_for(model, plan.layout())
+    out_dtype = output_dtype(recipe, resident.checkpoints, plan)
+    landing.begin()
     with torch.no_grad():
         for task in plan.tasks:
-            target = params[task.out_name]
-            if tuple(target.shape) != task.shape:
-                raise MergeError(f"tensor '{task.out_name}': model has shape {tuple(target.shape)}, "
-                                 f"merge gives {task.shape}")
             base, inputs = resident.gather(task)
-            target.copy_(run_task(task, base, inputs))
+            merged = run_task(task, base, inputs)
+            if merged.dtype != out_dtype:
+                merged = merged.to(out_dtype)  # what the streaming merge writes to disk
+            landing.write(task.out_name, merged)
+        landing.finish()
     return plan

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from evomerge.errors import CheckpointError, ConfigError
+from evomerge.io.validate import check_vocabulary
 from evomerge.merge.base import MergeMethod
 from evomerge.merge.registry import get_method
 from evomerge.recipe.layout import count_layers, place_of
@@ -290,4 +291,9 @@ def plan_merge(recipe: Recipe, indexes: Mapping[str, TensorIndex]) -> MergePlan:
     missing = [m for m in map(model_key, recipe.referenced_models()) if m not in indexes]
     if missing:
         raise ConfigError(f"no index for model(s): {', '.join(missing)}")
-    return _Planner(recipe, indexes).plan()
+    plan = _Planner(recipe, indexes).plan()
+    # Every model the output draws a tensor or its tokenizer from must share one vocabulary: a passthrough
+    # would otherwise take its embedding from one and its head from another (no source pair is compared).
+    used = dict.fromkeys([plan.config_model, *plan.models, plan.tokenizer_model])
+    check_vocabulary([indexes[m] for m in used if m in indexes])
+    return plan

@@ -1,0 +1,176 @@
+"""Every architecture transformers loads: merges load strictly, in place equals streaming, a PS search reproduces.
+
+Tiny random families (base + 3 noisy fine-tunes) of each architecture are built
+once per session from transformers' config classes, no downloads. The same
+checks print the README's table (``python bench/arch_matrix.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from evomerge.errors import MergeError
+from evomerge.materialize.inplace import ResidentSources, materialize_into
+from evomerge.materialize.load_map import LoadMap
+from evomerge.recipe.model import Recipe
+from evomerge.testing_archs import (
+    MERGE_METHODS,
+    available_archs,
+    check_in_place,
+    check_ps_search,
+    check_streaming_merge,
+    load_strictly,
+    merge_recipe,
+    tiny_family,
+    write_perplexity_task,
+)
+
+ARCHS = available_archs()
+
+
+@pytest.fixture(scope="session")
+def arch_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("archs")
+
+
+@pytest.fixture(scope="session")
+def families(arch_root) -> dict[str, tuple[Path, list[Path]]]:
+    return {arch: tiny_family(arch, arch_root / arch) for arch in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def perplexity_task(arch_root) -> Path:
+    return write_perplexity_task(arch_root)
+
+
+def test_the_matrix_covers_the_architectures_users_bring():
+    for arch in ("llama", "llama-tied", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "gpt2", "gpt_neox",
+                 "mixtral", "qwen2_moe", "qwen3_moe", "olmoe"):
+        assert arch in ARCHS, arch
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_merge_loads_strictly_and_in_place_equals_it_bit_for_bit(arch, families, tmp_path):
+    base, experts = families[arch]
+    resident = ResidentSources.from_paths(experts, base)
+    model = load_strictly(base)
+    for method in MERGE_METHODS:
+        reloaded = check_streaming_merge(method, base, experts, tmp_path / method)
+        check_in_place(method, base, experts, reloaded, model, resident)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt_neox", "mixtral", "qwen3_moe", "gpt2", "llama-tied"])
+def test_ps_search_in_place_is_reproduced_by_the_exported_model(arch, families, perplexity_task, tmp_path):
+    base, experts = families[arch]
+    check_ps_search(base, experts, perplexity_task, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a not in
+                                  ("llama", "gpt_neox", "mixtral", "qwen3_moe", "gpt2", "llama-tied")])
+def test_ps_search_in_place_on_the_other_architectures(arch, families, perplexity_task, tmp_path):
+    base, experts = families[arch]
+    check_ps_search(base, experts, perplexity_task, tmp_path)
+
+
+def test_moe_experts_are_merged_one_by_one_then_fused_as_transformers_fuses_them(families):
+    """Per expert TIES (its own trim and sign election), then stacked: not one election over the fused tensor."""
+    from evomerge.merge.base import MergeInputs
+    from evomerge.merge.registry import get_method
+
+    base, experts = families["mixtral"]
+    recipe = Recipe.model_validate(merge_recipe("ties", base, experts))
+    model = load_strictly(base)
+    materialize_into(model, recipe, ResidentSources.from_paths(experts, base))
+    from safetensors.torch import load_file
+
+    def w(folder: Path, name: str) -> torch.Tensor:
+        return load_file(folder / "model.safetensors")[name]
+
+    expected = []
+    for e in range(4):
+        for proj in ("w1", "w3"):
+            name = f"model.layers.1.block_sparse_moe.experts.{e}.{proj}.weight"
+            b = w(base, name)
+            inputs = MergeInputs(name, b, deltas=[w(x, name) - b for x in experts])
+            expected.append((e, proj, get_method("ties")(inputs, {"weight": [0.9] * 3, "density": [0.5] * 3})))
+    fused = model.model.layers[1].mlp.experts.gate_up_proj.detach()
+    for e in range(4):
+        gate = next(t for i, p, t in expected if i == e and p == "w1")
+        up = next(t for i, p, t in expected if i == e and p == "w3")
+        assert torch.equal(fused[e], torch.cat([gate, up])), e
+
+
+def test_the_mapping_is_verified_once_and_names_what_it_cannot_cover(families):
+    base, _ = families["mixtral"]
+    model = load_strictly(base)
+    from evomerge.io.checkpoint import Checkpoint
+
+    ckpt = Checkpoint.open(base)
+    layout = [(n, ckpt.info(n).shape) for n in ckpt.names]
+    LoadMap(model, layout)  # the full checkpoint covers every parameter
+    dropped = [(n, s) for n, s in layout if ".experts.3." not in n]
+    with pytest.raises(MergeError, match=r"experts.gate_up_proj.*shape \(3, 128, 32\).*\(4, 128, 32\)"):
+        LoadMap(model, dropped)
+    with pytest.raises(MergeError, match=r"keep their initial values.*model.norm.weight"):
+        LoadMap(model, [(n, s) for n, s in layout if n != "model.norm.weight"])
+    with pytest.raises(MergeError, match=r"no parameter for 1 checkpoint tensor.*model.extra.weight"):
+        LoadMap(model, [*layout, ("model.extra.weight", (4,))])
+
+
+def test_tied_parameters_are_written_once(families):
+    base, _ = families["llama-tied"]
+    model = load_strictly(base)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    from evomerge.io.checkpoint import Checkpoint
+
+    ckpt = Checkpoint.open(base)
+    layout = [(n, ckpt.info(n).shape) for n in ckpt.names]
+    assert "lm_head.weight" not in ckpt.names
+    LoadMap(model, layout)
+    with pytest.raises(MergeError, match=r"written 2 times.*tied"):
+        LoadMap(model, [*layout, ("lm_head.weight", ckpt.info("model.embed_tokens.weight").shape)])
+
+
+def test_a_worker_refuses_a_model_the_sources_do_not_cover_before_the_search(families, perplexity_task):
+    """The worker maps the template checkpoint onto its model at start: a mismatch fails there, not per trial."""
+    from evomerge.exec.worker import EvalWorker
+    from evomerge.materialize import load_map
+
+    base, experts = families["gpt_neox"]
+    original = load_map._conversion_api
+
+    def without_conversions():  # as if transformers had no embed_out -> lm_head rename
+        api = original()
+        real = api["mapping"]
+        api["mapping"] = lambda model: [c for c in real(model) if "embed_out" not in str(c.source_patterns)]
+        return api
+
+    load_map._conversion_api = without_conversions
+    try:
+        with pytest.raises(MergeError, match=r"no parameter for 1 checkpoint tensor.*embed_out.weight"):
+            EvalWorker(str(base), [str(e) for e in experts], [])
+    finally:
+        load_map._conversion_api = original
+
+
+def test_a_candidate_that_failed_mid_group_leaves_nothing_for_the_next(families, tmp_path):
+    """Half of a fused group from a failed candidate must not complete the next candidate's group."""
+    from evomerge.materialize.load_map import load_map_for
+
+    base, experts = families["qwen3_moe"]
+    resident = ResidentSources.from_paths(experts, base)
+    model = load_strictly(base)
+    recipe = Recipe.model_validate(merge_recipe("task_arithmetic", base, experts))
+    plan = materialize_into(model, recipe, resident)
+    landing = load_map_for(model, plan.layout())
+    for task in plan.tasks:  # a failed candidate: garbage in the first half of one layer's experts
+        if ".layers.1.mlp.experts." in task.out_name and ".experts.2." not in task.out_name:
+            landing.write(task.out_name, torch.full(task.shape, 7.0))
+    materialize_into(model, recipe, resident)
+    reloaded = check_streaming_merge("task_arithmetic", base, experts, tmp_path / "out")
+    got = model.state_dict()
+    assert all(torch.equal(got[n], t) for n, t in reloaded.items())
