@@ -354,6 +354,40 @@ def export_cmd(
     out.print(f"front index: {report.out_dir / 'front.csv'}, {report.out_dir / 'front.json'}")
 
 
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[Path, typer.Argument(help="A checkpoint folder, an exported trial folder, or a recipe file.")],
+    tasks: Annotated[list[Path], typer.Argument(help="Fitness task YAMLs (as in a run config's objectives).")],
+    split: Annotated[str, typer.Option(help="Split to score: train, validation or test.")] = "test",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1 ...")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (objectives, n, per-example scores).")]
+    = False,
+) -> None:
+    """Score one model on fitness tasks with the search's own scoring code, and print a table.
+
+        evomerge eval zoo/tinylm/base fitness/tinylm/math_a.yaml fitness/tinylm/math_b.yaml --split test
+    """
+    import json
+
+    from evomerge.fitness.evaluate import evaluate_model
+
+    report = evaluate_model(model, tasks, split=split, device=device)
+    if as_json:
+        print(json.dumps({
+            "model": str(report.model), "source": report.source, "split": report.split,
+            "tasks": {name: {"objectives": r.objectives, "n": r.n, "seconds": round(r.seconds, 4),
+                             "per_example": r.per_example.tolist()} for name, r in report.results.items()},
+        }, indent=2))
+        return
+    table = Table(title=f"{report.model} ({report.source}), split {report.split}")
+    for col in ("task", "objective", "value", "n", "seconds"):
+        table.add_column(col, justify="left" if col in ("task", "objective") else "right")
+    for name, r in report.results.items():
+        for objective, value in r.objectives.items():
+            table.add_row(name, objective, f"{value:.4f}", str(r.n), f"{r.seconds:.2f}")
+    out.print(table)
+
+
 @app.command("report")
 def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],

@@ -7,7 +7,7 @@ that names the file and the key instead of a silently ignored default.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -177,6 +177,31 @@ class LmEvalSpec(_TaskBase):
         return self
 
 
+class PythonSpec(_Generating):
+    """A user's scoring function over the candidate's generations (or choice log-likelihoods) and the examples.
+
+    ``function``: ``package.module:callable`` or ``path/to/file.py:callable`` (relative to the YAML);
+    it is called as ``fn(generations=[...], examples=[...], **args)`` (or ``loglikelihoods=`` with
+    ``inputs: loglikelihoods``: per example, one value per entry of its ``choices``) and returns one
+    score per example, higher is better.
+    """
+
+    kind: Literal["python"]
+    data: DataFiles
+    function: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    inputs: Literal["generations", "loglikelihoods"] = "generations"
+    delimiter: str = " "  # between the prompt and each choice (loglikelihoods), as in multiple_choice
+
+    @field_validator("function")
+    @classmethod
+    def _module_colon_callable(cls, v: str) -> str:
+        target, sep, attr = v.rpartition(":")
+        if not sep or not target or not attr.isidentifier():
+            raise ValueError(f"function must be 'module:callable' or 'file.py:callable', got {v!r}")
+        return v
+
+
 class WeightDistanceSpec(_TaskBase):
     """Mean |θ − θ₀| of the candidate's parameters to a ``base`` checkpoint: MM-MO's sparsity objective
     (arXiv 2407.00487). It reads the model, not the recipe, and has no data: every split scores the same."""
@@ -187,7 +212,7 @@ class WeightDistanceSpec(_TaskBase):
 
 TaskSpec = Annotated[
     GenerationSpec | MultipleChoiceSpec | PerplexitySpec | ClassificationSpec | HttpSpec | LmEvalSpec
-    | WeightDistanceSpec,
+    | WeightDistanceSpec | PythonSpec,
     Field(discriminator="kind"),
 ]
 

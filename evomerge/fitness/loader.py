@@ -18,6 +18,7 @@ from evomerge.fitness.config import (
     LmEvalSpec,
     MultipleChoiceSpec,
     PerplexitySpec,
+    PythonSpec,
     TaskSpec,
     WeightDistanceSpec,
 )
@@ -31,7 +32,7 @@ def _format_error(path: Path, exc: ValidationError) -> str:
         loc = [str(p) for p in err["loc"]]
         # drop the union tag pydantic inserts ("generation", "DataFiles", ...) so the key reads like the YAML
         if loc and loc[0] in {"generation", "multiple_choice", "perplexity", "classification", "http", "lm_eval",
-                              "weight_distance"}:
+                              "weight_distance", "python"}:
             loc = loc[1:]
         loc = [p for p in loc if p not in {"DataFiles", "DataSource"}]
         key = ".".join(loc) or "<top level>"
@@ -45,7 +46,7 @@ def parse_spec(raw: Any, path: Path) -> Any:
         raise ConfigError(f"{path}: a fitness task must be a YAML mapping, got {type(raw).__name__}")
     if "kind" not in raw:
         raise ConfigError(f"{path}: key 'kind' is missing (one of generation, multiple_choice, perplexity, "
-                          "classification, http, lm_eval, weight_distance)")
+                          "classification, http, lm_eval, weight_distance, python)")
     try:
         return _SPEC.validate_python(raw)
     except ValidationError as exc:
@@ -59,12 +60,13 @@ def task_from_spec(spec: Any, base_dir: Path, source: str = "<memory>") -> Fitne
     from evomerge.fitness.http_scorer import HttpTask
     from evomerge.fitness.likelihood import MultipleChoiceTask, PerplexityTask
     from evomerge.fitness.lm_eval_adapter import LmEvalTask
+    from evomerge.fitness.python_scorer import PythonTask
     from evomerge.fitness.weight_distance import WeightDistanceTask
 
     table: dict[type, Any] = {
         GenerationSpec: GenerationTask, MultipleChoiceSpec: MultipleChoiceTask, PerplexitySpec: PerplexityTask,
         ClassificationSpec: ClassificationTask, HttpSpec: HttpTask, LmEvalSpec: LmEvalTask,
-        WeightDistanceSpec: WeightDistanceTask,
+        WeightDistanceSpec: WeightDistanceTask, PythonSpec: PythonTask,
     }
     return table[type(spec)](spec, base_dir, source)
 

@@ -44,6 +44,7 @@ class PromptFormat(BaseModel):
     few_shot: int = Field(default=0, ge=0)  # solved train examples shown before each example
     few_shot_as_multiturn: bool = False  # each shot as a user turn and an assistant turn
     few_shot_seed: int = 1234
+    shot_answer: str = "answer"  # the example field a shot shows as its answer (e.g. a worked solution)
     target_delimiter: str = " "  # between a shot's prompt and its answer (plain text)
     fewshot_delimiter: str = "\n\n"  # between shots, and between the last shot and the example
 
@@ -87,11 +88,11 @@ class PromptBuilder:
     """Renders the prompts of one task's examples; chat rendering needs the tokenizer, so it is per tokenizer."""
 
     def __init__(self, fmt: PromptFormat, examples: Mapping[str, Sequence[Mapping[str, Any]]], *,
-                 task: str, answer_key: str = "answer") -> None:
+                 task: str) -> None:
         self.fmt = fmt
         self.examples = examples
         self.task = task
-        self.answer_key = answer_key
+        self.answer_key = fmt.shot_answer
         missing = [(split, i, f) for split, recs in examples.items() for i, r in enumerate(recs)
                    for f in template_fields(fmt.template) if f not in r]
         if missing:
@@ -100,6 +101,10 @@ class PromptBuilder:
                                f"'{split}' has no key '{f}'")
         if fmt.few_shot:
             pool = examples.get("train", [])
+            lacking = next((i for i, r in enumerate(pool) if self.answer_key not in r), None)
+            if lacking is not None:
+                raise FitnessError(f"task '{task}': few-shot needs '{self.answer_key}' in every train example; "
+                                   f"example {lacking} has none (set shot_answer to the field to show)")
             if len(pool) < fmt.few_shot:
                 raise FitnessError(f"task '{task}': few_shot: {fmt.few_shot} needs at least {fmt.few_shot} "
                                    f"train examples, the train split has {len(pool)}")
