@@ -61,7 +61,12 @@ def run_demo(config_path: Path, console: Console, err: Console, *, fresh: bool =
                           "(or pass --config)")
     config = RunConfig.load(config_path)
     if fresh and config.run_dir().exists():
-        shutil.rmtree(config.run_dir())
+        from evomerge import runlock
+
+        runlock.acquire(config.run_dir())  # never delete a run another process is writing
+        for child in config.run_dir().iterdir():
+            if child.name != runlock.LOCK_FILE:  # the held lock file stays (see evomerge.runlock)
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
     study = Study.create(config)
     try:
         with live_progress(err, config.budget.evaluations) as on_progress:
