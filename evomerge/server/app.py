@@ -143,9 +143,8 @@ def _finite_json(value: Any) -> Any:
     return value
 
 
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """422 listing the field errors; the echoed input is made serialisable (a NaN sent in must not become a 500)."""
-    assert isinstance(exc, RequestValidationError)
     return JSONResponse({"detail": _finite_json(jsonable_encoder(exc.errors()))}, status_code=422)
 
 
@@ -164,7 +163,8 @@ class TellSignal:
     def told(self, study: str) -> None:
         """Called from any thread after a tell; a no-op while nobody has waited yet."""
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._fire, study)
+            with contextlib.suppress(RuntimeError):  # the server has stopped: nobody is waiting any more
+                self.loop.call_soon_threadsafe(self._fire, study)
 
     def _fire(self, study: str) -> None:
         event = self._events.pop(study, None)

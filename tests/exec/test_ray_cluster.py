@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -86,6 +87,11 @@ def test_a_search_survives_a_killed_worker_and_a_lost_node_recording_every_trial
             "runner": {"type": "function", "target": "evomerge.exec.synthetic:sphere"},  # the Ray runner is passed
         })
         summary = Study.create(config, runner=runner).run(on_progress=chaos)
+        killed = events["killed"].name
+        deadline = time.monotonic() + 60  # the run may end before the re-created worker is up: bounded wait for it
+        while killed != events["removed"].name and time.monotonic() < deadline and not any(
+                s.name == killed and s.restarts for s in runner.worker_states()):
+            runner.wait_ready(1.0)  # pumps the runner, which notices a re-created worker as it comes up
         states = {s.name: s for s in runner.worker_states()}
     finally:
         runner.close()

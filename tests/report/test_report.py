@@ -46,12 +46,36 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Study:
     return study
 
 
+def staircase_hv(points: np.ndarray, ref: np.ndarray) -> float:
+    """2-D hypervolume (both minimised) by hand: sweep by f1, add each non-dominated point's rectangle."""
+    hv, best_f2 = 0.0, ref[1]
+    for f1, f2 in sorted(map(tuple, points)):
+        if f1 < ref[0] and f2 < best_f2:
+            hv += (ref[0] - f1) * (best_f2 - f2)
+            best_f2 = f2
+    return hv
+
+
 def test_the_report_data_are_the_runs_numbers(run):
+    import optuna
+
     data = collect(run.run_dir)
-    archive, ok = run.archive()
-    assert {p.trial for p in data.front} == set(archive.front)
-    assert data.curve_evals[-1] == 40 and len(data.curve_evals) == 40
-    assert np.all(np.diff(data.curve_hv) >= -1e-12) and data.curve_hv[-1] == pytest.approx(archive.hypervolume())
+    _, ok = run.archive()
+    # independent truth: the trials as Optuna stored them, the front and hypervolume computed by hand
+    stored = optuna.load_study(study_name="zdt", storage=f"sqlite:///{run.run_dir / 'study.db'}").trials
+    done = sorted((t for t in stored if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.number)
+    values = np.array([t.values for t in done])
+    assert len(done) == 40
+    front = {t.number for t, v in zip(done, values, strict=True)
+             if not any(np.all(w <= v) and np.any(w < v) for w in values)}
+    ref = values.max(axis=0) + 0.1 * (values.max(axis=0) - values.min(axis=0))  # the documented default
+    assert {p.trial for p in data.front} == front
+    assert data.reference_point == pytest.approx(ref.tolist())
+    assert data.curve_evals == list(range(1, 41))
+    for k in (1, 10, 25, 40):  # the curve after k evaluations is the hand hypervolume of the first k trials
+        assert data.curve_hv[k - 1] == pytest.approx(staircase_hv(values[:k], ref), rel=1e-9, abs=1e-12)
+    assert data.hypervolume == pytest.approx(staircase_hv(values, ref), rel=1e-9) and data.hypervolume > 0
+    assert np.all(np.diff(data.curve_hv) >= -1e-12)
     assert data.curve_best[-1] == pytest.approx(max(run.score(r.objectives) for r in ok))
     assert data.baselines == {"source_a": {"f1": 0.0, "f2": 6.0}, "task_arithmetic_1_1": {"f1": 0.6, "f2": 2.5}}
     assert data.baseline_split == {"source_a": "train", "task_arithmetic_1_1": "test"}
@@ -86,11 +110,24 @@ def test_one_and_three_objectives_render_too(tmp_path):
             "name": f"m{k}", "space": {"kind": "box", "dim": 3}, "strategy": {"name": "random"},
             "objectives": [{"name": n, "direction": "maximize"} for n in names], "budget": {"evaluations": 10}},
             {}, None)
+        told = {}
         for cand in remote.ask(10):
             g = np.asarray(cand.genome)
-            remote.tell(cand.trial, cand.ticket, {n: float(np.roll(g, i)[0] - g[1] * i) for i, n in enumerate(names)})
+            told[cand.trial] = [float(np.roll(g, i)[0] - g[1] * i) for i in range(k)]
+            remote.tell(cand.trial, cand.ticket, dict(zip(names, told[cand.trial], strict=True)))
+        # the front by hand (every objective maximised): no other told point is at least as good everywhere
+        front = {t for t, v in told.items()
+                 if not any(all(a >= b for a, b in zip(w, v, strict=True)) and w != v for w in told.values())}
         files = write_report(tmp_path / f"m{k}")
-        assert files.html.stat().st_size > 1_000_000 and len(files.pngs) == 3
+        assert {p.trial for p in collect(tmp_path / f"m{k}").front} == front
+        page = files.html.read_text()
+        assert all(f'id="fig{i}"' in page for i in range(3))  # the three figures are on the page
+        table = page[page.index("<table>"):page.index("</table>")]
+        assert set(map(int, re.findall(r"<tr><td>(\d+)</td>", table))) == front  # the front table lists the front
+        assert ('"type":"splom"' in page) == (k == 3)  # three objectives: a scatter-plot matrix
+        assert sorted(p.name for p in files.pngs) == ["convergence.png", "front_scores.png", "pareto.png"]
+        for png in files.pngs:
+            assert pixel_std(png) > 0.02, f"{png.name} looks blank"
 
 
 def test_the_cli_writes_the_report_into_the_run_folder(run):

@@ -120,7 +120,9 @@ def test_every_in_box_genome_decodes_to_a_recipe_that_plans(key, sources, indexe
 def test_decoded_recipes_materialize_to_finite_weights(key, sources, tmp_path):
     space = build_space(ALL_CONFIGS[key], sources)
     for i, g in enumerate(_random_genomes(space, 2, seed=2)):
-        merge_to_disk(space.decode(g), tmp_path / f"m{i}")  # raises on NaN/inf or a parameter out of domain
+        recipe = space.decode(g)
+        merge_to_disk(recipe, tmp_path / f"m{i}")  # raises on NaN/inf or a parameter out of domain
+        check_merged(tmp_path / f"m{i}", recipe, sources.base, list(sources.models))
 
 
 @pytest.mark.parametrize("method", ["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs",
@@ -131,7 +133,31 @@ def test_the_corners_of_every_ps_box_merge(method, family, tmp_path):
     n = 1 if method == "slerp" else 2
     space = build_space({"kind": "ps", "method": method}, Sources(base=str(base), models=[str(e) for e in experts[:n]]))
     for name, g in [("lower", space.lower), ("upper", space.upper), ("x0", space.x0())]:
-        merge_to_disk(space.decode(g), tmp_path / name)
+        recipe = space.decode(g)
+        merge_to_disk(recipe, tmp_path / name)
+        check_merged(tmp_path / name, recipe, str(base), [str(e) for e in experts[:n]])
+
+
+def check_merged(folder: Path, recipe: Recipe, base: str, models: list[str]) -> None:
+    """The merge on disk loads strictly with plain transformers, is finite (weights and logits), has the base's
+    tensors and shapes, and holds exactly what the in-place path (other loading and writing code) computes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from evomerge.materialize.inplace import ResidentSources, materialize_into
+
+    merged, info = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    state = merged.state_dict()
+    reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    assert all(torch.isfinite(v).all() for v in state.values()), "non-finite merged weight"
+    with torch.no_grad():
+        assert torch.isfinite(merged(torch.arange(8).reshape(1, 8)).logits).all()
+    resident = ResidentSources.from_paths(models, base)
+    materialize_into(reference, recipe, resident)
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(tensor, state[name]), f"{name}: the streamed merge differs from the in-place merge"
 
 
 @pytest.mark.parametrize("key", list(ALL_CONFIGS))
