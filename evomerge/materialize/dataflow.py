@@ -46,6 +46,7 @@ from evomerge.errors import CheckpointError, ConfigError, MergeError
 from evomerge.io.checkpoint import Checkpoint, check_compatible
 from evomerge.io.dtypes import parse_dtype
 from evomerge.materialize.execute import all_finite
+from evomerge.materialize.fold_rule import FoldRule
 from evomerge.materialize.plan import MergePlan, model_key
 from evomerge.materialize.publish import write_checkpoint
 from evomerge.materialize.streaming import MergeReport, write_model_files
@@ -53,11 +54,10 @@ from evomerge.recipe.layout import place_of
 from evomerge.recipe.model import Hop, Recipe
 
 __all__ = [
-    "FOLDABLE_MODEL_TYPES",
-    "RESIDUAL_WRITES",
     "HopCache",
     "LayerPool",
     "RoutedLayer",
+    "check_foldable",
     "cumulative_scales",
     "fold_layer_path_to_disk",
     "load_routed_model",
@@ -65,14 +65,11 @@ __all__ = [
     "routed_model_for",
 ]
 
-# Pre-norm decoders whose sublayers read the residual stream only through an RMSNorm and write
-# it only through these projections: the fold below is exact for them (up to the norm's eps).
-# Sandwich-norm families (Gemma 2/3: a norm *after* o_proj/down_proj) are excluded on purpose.
-FOLDABLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+# Which architectures fold exactly, and which tensors carry the residual writes, is derived per architecture
+# by a probe (evomerge.materialize.fold_rule), not listed here.
 # The keyword a decoder layer receives its KV cache under: ``cache`` since transformers 5.x (which still
 # accepts ``past_key_values`` until 5.40), ``past_key_values`` / ``past_key_value`` before.
 CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")
-RESIDUAL_WRITES = ("self_attn.o_proj.weight", "self_attn.o_proj.bias", "mlp.down_proj.weight", "mlp.down_proj.bias")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -221,7 +218,8 @@ class LayerPool:
 
     @classmethod
     def load(cls, base: str | Path, models: Sequence[str | Path] = (), *, device: str | torch.device = "cpu",
-             dtype: torch.dtype = torch.float32, base_model: nn.Module | None = None) -> LayerPool:
+             dtype: torch.dtype = torch.float32, base_model: nn.Module | None = None,
+             check: bool = True) -> LayerPool:
         """Load A with ``AutoModelForCausalLM`` (unless ``base_model`` is given) and keep only the decoder
         layers of ``models``."""
         from transformers import AutoModelForCausalLM
@@ -234,7 +232,8 @@ class LayerPool:
             return model.to(device).eval()
 
         base_model = base_model if base_model is not None else load(base)
-        _check_foldable_type(base_model.config.model_type, str(base))
+        if check:
+            check_foldable(base_model.config.to_dict(), str(base))
         layers: dict[str, Sequence[nn.Module]] = {}
         layer_types: dict[str, list[str] | None] = {}
         for path in models:
@@ -276,12 +275,10 @@ class LayerPool:
         _check_hops(layer_path, {k: len(v) for k, v in self.layers.items()})
         a = self.base_model
         config = _routed_config(a.config, layer_path, self._layer_types_of)
-        shell_config = copy.deepcopy(config)
-        shell_config.num_hidden_layers = 0
-        if getattr(shell_config, "layer_types", None) is not None:
-            shell_config.layer_types = []
-        with torch.device("meta"):  # allocates nothing: every module is replaced by A's below
-            routed = _routed_class(type(a))(shell_config)
+        # Built from the routed config itself (so per-layer-type setup such as Qwen2's sliding-window masks
+        # sees the hops' types); on the meta device it allocates nothing: every module is replaced below.
+        with torch.device("meta"):
+            routed = _routed_class(type(a))(copy.deepcopy(config))
         prefix = a.base_model_prefix
         inner, a_inner = getattr(routed, prefix), getattr(a, prefix)
         for name, child in a.named_children():
@@ -344,11 +341,16 @@ def routed_model_for(recipe: Recipe, worker: Any) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------ folding
-def _check_foldable_type(model_type: str | None, where: str) -> None:
-    if model_type not in FOLDABLE_MODEL_TYPES:
-        known = ", ".join(sorted(FOLDABLE_MODEL_TYPES))
-        raise MergeError(f"{where}: data-flow merges support pre-norm decoders ({known}), not model_type "
-                         f"'{model_type}'")
+def check_foldable(config: Mapping[str, Any], where: str) -> FoldRule:
+    """The fold rule of this architecture, or a ConfigError naming ``where`` and why data flow is refused.
+
+    Called where a data-flow space is built (before any budget is spent), when
+    sources are pooled, and before a fold; the probe runs once per architecture
+    setting (cached).
+    """
+    from evomerge.materialize.fold_rule import fold_rule
+
+    return fold_rule(config, where)
 
 
 def fold_layer_path_to_disk(
@@ -377,6 +379,12 @@ def fold_layer_path_to_disk(
     untouched (P₀ = 1), and a later hop's factor already contains every
     earlier scale, so each hop's writes carry only their own 1/P_j.
 
+    The writes are found per architecture (`evomerge.materialize.fold_rule`,
+    which states the exactness condition): o_proj/down_proj for Llama-like
+    layers, the expert down projections of MoE blocks, and for sandwich-norm
+    layers (Gemma 2/3) the post-norm weights, whose ``1 + w`` form is
+    rescaled as ``(1 + w)/P − 1``.
+
     Exactness: RMSNorm computes x/√(mean(x²)+ε), and N(x/c) equals N(x)
     evaluated with ε·c², so the fold is exact for ε = 0 and otherwise off by
     a relative ~ε·|P_j²−1|/(2·mean(x²)) at each norm; it matters only where
@@ -390,6 +398,17 @@ def fold_layer_path_to_disk(
     ``tokenizer_source``), dtype ``out_dtype``/``dtype``/A's, and the recipe
     (``evomerge_recipe.json``) for provenance.
     """
+    models = path_models(recipe)
+    with Checkpoint.open(models[0]) as a:
+        rule = check_foldable(a.config, str(a.path))
+    return _fold_to_disk(recipe, out_dir, rule, overwrite=overwrite, max_shard_bytes=max_shard_bytes, device=device,
+                         on_tensor=on_tensor)
+
+
+def _fold_to_disk(recipe: Recipe, out_dir: str | Path, rule: FoldRule, *, overwrite: bool = False,
+                  max_shard_bytes: int = 5 * 2**30, device: str | torch.device = "cpu",
+                  on_tensor: Callable[[int, int, str], None] | None = None) -> MergeReport:
+    """`fold_layer_path_to_disk` with the architecture's fold rule given (the probe folds with a candidate)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     models = path_models(recipe)
@@ -401,7 +420,6 @@ def fold_layer_path_to_disk(
             ckpts[key] = Checkpoint.open(key)
             stack.callback(ckpts[key].close)
         a = ckpts[models[0]]
-        _check_foldable_type(a.config.get("model_type"), str(a.path))
         if len(ckpts) > 1:
             check_compatible(list(ckpts.values()))
         _check_hops(layer_path, {k: c.num_layers or 0 for k, c in ckpts.items()})
@@ -409,27 +427,28 @@ def fold_layer_path_to_disk(
         dtype = parse_dtype(text) if text else a.info(a.names[0]).dtype
         pre = [n for n in a.names if place_of(n).layer is None and place_of(n).is_pre]
         post = [n for n in a.names if place_of(n).layer is None and not place_of(n).is_pre]
-        # (output name, source checkpoint, source name, factor) in checkpoint order
-        jobs: list[tuple[str, Checkpoint, str, float]] = [(n, a, n, 1.0) for n in pre]
+        # (output name, source checkpoint, source name, factor, offset) in checkpoint order
+        jobs: list[tuple[str, Checkpoint, str, float, float]] = [(n, a, n, 1.0, 0.0) for n in pre]
         for j, (hop, p) in enumerate(zip(layer_path, cumulative_scales(layer_path), strict=True)):
             src = ckpts[model_key(hop.model)]
             places = [q for q in map(place_of, src.names) if q.layer == hop.layer]
             if not places:
                 raise CheckpointError(f"layer_path[{j}]: layer {hop.layer} of {src.path} has no tensors")
             for q in places:
-                factor = 1.0 / p if q.suffix in RESIDUAL_WRITES else 1.0
-                jobs.append((q.renamed(j), src, q.name, factor))
-        jobs += [(n, a, n, 1.0) for n in post]
-        layout = [(out, tuple(ck.info(name).shape), dtype) for out, ck, name, _ in jobs]
+                offset = rule.factor_for(q.suffix)
+                factor = 1.0 if offset is None else 1.0 / p
+                jobs.append((q.renamed(j), src, q.name, factor, offset or 0.0))
+        jobs += [(n, a, n, 1.0, 0.0) for n in post]
+        layout = [(out, tuple(ck.info(name).shape), dtype) for out, ck, name, _, _ in jobs]
         bytes_read = 0
 
         def folded_tensors() -> Iterator[tuple[str, torch.Tensor]]:
             nonlocal bytes_read
-            for out, ck, name, factor in jobs:
+            for out, ck, name, factor, offset in jobs:
                 tensor = ck.get(name, device=device)
                 bytes_read += tensor.numel() * tensor.element_size()
-                if factor != 1.0:
-                    tensor = tensor.float() * factor
+                if factor != 1.0:  # (t + a)·factor − a: a = 1 for zero-centred norm weights (1 + w)
+                    tensor = (tensor.float() + offset) * factor - offset if offset else tensor.float() * factor
                     if not all_finite(tensor.to(dtype)):
                         raise MergeError(f"tensor '{out}': folding the hop scales (factor {factor:.3g}) "
                                          f"overflows {dtype}; the path's scale products are too extreme")

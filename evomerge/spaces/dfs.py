@@ -51,6 +51,7 @@ class DFSSpace(SearchSpace):
         self.models = [sources.resolve(r, key=f"models[{i}]") for i, r in enumerate(refs)]
         if len(set(self.models)) != len(self.models):
             raise ConfigError(f"models: a model is listed twice: {self.models}")
+        _check_foldable(self.models[0])
         self.layer_counts = [sources.layers(m) for m in self.models]
         if self.layer_counts[0] < 2:
             raise ConfigError(f"models[0]: model A ({self.models[0]}) has {self.layer_counts[0]} layer(s); "
@@ -122,3 +123,16 @@ class DFSSpace(SearchSpace):
         return {"kind": self.kind, "config": self.config.model_dump(mode="json"), "sources": self.sources.describe(),
                 "models": list(self.models), "layer_counts": list(self.layer_counts), "M": self.M, "T": self.T,
                 **self.box_description()}
+
+
+def _check_foldable(model_a: str) -> None:
+    """Refuse, before any budget is spent, an architecture whose layer paths cannot be folded exactly."""
+    from pathlib import Path
+
+    config_file = Path(model_a) / "config.json"
+    if not config_file.is_file():  # a space over declared layer counts only (no checkpoint to probe)
+        return
+    from evomerge.io.json_object import read_json_object
+    from evomerge.materialize.dataflow import check_foldable
+
+    check_foldable(read_json_object(config_file), f"models[0] ({model_a})")

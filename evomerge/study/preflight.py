@@ -63,21 +63,18 @@ def check_first_recipe(space: Any) -> None:
 
 
 def check_dataflow_models(models: list[str]) -> None:
-    """A layer path needs models of one supported pre-norm decoder architecture (the routed model's rule)."""
+    """A layer path needs models of one architecture whose layer paths fold exactly (the routed model's rule)."""
     from evomerge.io.json_object import read_json_object
-    from evomerge.materialize.dataflow import FOLDABLE_MODEL_TYPES
+    from evomerge.materialize.dataflow import check_foldable
 
     types: dict[str, Any] = {}
     for model in models:
         cfg = Path(model) / "config.json"
         if not cfg.is_file():
             raise CheckpointError(f"{model}: no config.json; a data-flow space needs transformers checkpoints")
-        types[model] = read_json_object(cfg).get("model_type")
-    for model, model_type in types.items():
-        if model_type not in FOLDABLE_MODEL_TYPES:
-            raise ConfigError(f"space: data-flow merges support pre-norm decoders "
-                              f"({', '.join(sorted(FOLDABLE_MODEL_TYPES))}); {model} is model_type "
-                              f"'{model_type}'. Use a parameter-space (kind: ps) search for it")
+        config = read_json_object(cfg)
+        types[model] = config.get("model_type")
+        check_foldable(config, f"space: {model}")
     if len(set(types.values())) > 1:
         listed = ", ".join(f"{m} ({t})" for m, t in types.items())
         raise ConfigError(f"space: a layer path needs one architecture; the models are {listed}")
