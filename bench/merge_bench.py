@@ -44,6 +44,15 @@ METHODS = {
     "dare_ties": {"parameters": {"weight": 1.0, "density": 0.5}},
     "breadcrumbs": {"parameters": {"weight": 1.0, "density": 0.9, "gamma": 0.01}},
     "della": {"parameters": {"weight": 1.0, "density": 0.5, "epsilon": 0.1}},
+    # mergekit's other methods (issue 14); "models": how many experts the method takes
+    "sce": {"parameters": {}, "global": {"select_topk": 0.5}},
+    "nuslerp": {"parameters": {"weight": 0.5}, "models": 2},
+    "multislerp": {"parameters": {"weight": 1.0}},
+    "karcher": {"parameters": {}, "base": False},
+    "arcee_fusion": {"parameters": {}, "models": 1},
+    "nearswap": {"parameters": {}, "global": {"t": 0.001}, "models": 1},
+    "ram": {"parameters": {}},
+    "ramplus_tl": {"parameters": {}},
 }
 
 
@@ -95,9 +104,12 @@ def build_family(root: Path, size: str) -> tuple[Path, list[Path]]:
 
 def recipe_for(method: str, base: Path, experts: list[Path]) -> dict:
     spec = METHODS[method]
+    chosen = experts[: spec.get("models", len(experts))]
     return {
-        "models": [{"model": str(e), "parameters": spec["parameters"]} for e in experts],
+        "models": [{"model": str(e), **({"parameters": spec["parameters"]} if spec["parameters"] else {})}
+                   for e in chosen],
         **({"base_model": str(base)} if spec.get("base", True) else {}),
+        **({"parameters": spec["global"]} if "global" in spec else {}),
         "merge_method": method, "dtype": "bfloat16", "seed": 0,
     }
 
@@ -203,7 +215,8 @@ def main() -> None:
                     data = recipe_for(method, base, experts)
                     data.pop("seed")
                     mk_cfg.write_text(yaml.safe_dump(data))
-                    mk_wall, mk_rss, _ = timed([args.mergekit, str(mk_cfg), f"{tmp}/mk-{method}"])
+                    mk_wall, mk_rss, _ = timed([args.mergekit, str(mk_cfg), f"{tmp}/mk-{method}",
+                                                "--no-copy-tokenizer"])
                     row.update({"mk_wall_s": mk_wall, "mk_rss_gib": mk_rss, "speedup_vs_mk": mk_wall / wall})
                 rows.append(row)
                 print(json.dumps(row), flush=True)

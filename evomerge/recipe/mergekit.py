@@ -68,6 +68,30 @@ def to_mergekit(recipe: Recipe) -> MergekitExport:
             f"'{method.name}' is randomised: evomerge seeds it (seed {recipe.seed}); mergekit draws from the global "
             "torch RNG, so its output matches ours in distribution but not bit for bit"
         )
+    if _has_gradient(recipe):
+        warnings.append(
+            "a parameter gradient reaches the tensors after the layers (final norm, head): evomerge evaluates it "
+            "there at t = 1 (its last value), as mergekit did before 0.1.5; mergekit 0.1.5 takes t = 0 (its first "
+            "value). Add a {filter, value} condition for those tensors to make both tools agree"
+        )
     ordered = {k: data[k] for k in ("models", "slices", "base_model", "merge_method", "parameters", "dtype",
                                     "out_dtype", "tokenizer_source") if k in data}
     return MergekitExport(config=ordered, warnings=warnings)
+
+
+def _has_gradient(recipe: Recipe) -> bool:
+    """True when some setting interpolates across depth with distinct ends, outside a filtered condition."""
+    from evomerge.recipe.params import ConditionalParameter
+
+    def varies(setting: object) -> bool:
+        if isinstance(setting, list):
+            if setting and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in setting):
+                return float(setting[0]) != float(setting[-1])
+            return any(isinstance(c, ConditionalParameter) and c.filter in (None, "*") and varies(c.value)
+                       for c in setting)
+        return False
+
+    blocks = [recipe.parameters, *(m.parameters for m in recipe.models or [])]
+    for sl in recipe.slices or []:
+        blocks += [sl.parameters, *(src.parameters for src in sl.sources)]
+    return any(varies(v) for block in blocks if block for v in block.values())

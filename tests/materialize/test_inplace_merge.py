@@ -33,6 +33,9 @@ RECIPES = {
     "nearswap": ("nearswap", {}, {"t": 0.001}),
     "ram": ("ram", {}, {"epsilon": 1e-3}),
     "ramplus_tl": ("ramplus_tl", {}, {"epsilon": 1e-3, "r": 0.5, "alpha": 0.5}),
+    "tsv_m": ("tsv_m", {}, {"lambda": 0.9}),
+    "iso_c": ("iso_c", {}, {"lambda": 1.3}),
+    "iso_cts": ("iso_cts", {}, {"lambda": 1.3, "common_space_fraction": 0.6}),
 }
 # methods that take exactly this many models besides the base
 _N_MODELS = {"nuslerp": 2, "nuslerp_rows": 2, "arcee_fusion": 1, "nearswap": 1}

@@ -161,3 +161,18 @@ def test_a_search_space_never_searches_a_parameter_without_effect(family) -> Non
     assert all("density" not in (m.parameters or {}) for m in recipe.models or [])
     with pytest.raises(SpaceError, match="'int8_mask' changes nothing numerically"):
         build_space({"kind": "ps", "method": "ties", "search": ["int8_mask"]}, sources)
+
+
+def test_export_warns_when_a_gradient_reaches_the_head_where_mergekit_0_1_5_reads_it_at_t0(family) -> None:
+    base, experts = family
+
+    def warnings(density) -> list[str]:
+        recipe = Recipe.from_dict({"models": [{"model": str(experts[0]), "parameters": {"weight": 1.0,
+                                                                                       "density": density}}],
+                                   "base_model": str(base), "merge_method": "ties"})
+        return to_mergekit(recipe).warnings
+
+    assert any("t = 0" in w for w in warnings([0.3, 0.9]))
+    assert any("t = 0" in w for w in warnings([{"filter": "mlp", "value": 0.5}, {"value": [0.3, 0.9]}]))
+    assert warnings([{"filter": "layers.", "value": [0.3, 0.9]}, {"value": 0.3}]) == []
+    assert warnings([0.5, 0.5]) == [] and warnings(0.4) == []

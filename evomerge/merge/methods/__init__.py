@@ -11,6 +11,7 @@ from evomerge.merge.methods import (
     breadcrumbs,
     dare,
     della,
+    isotropic,
     karcher,
     linear,
     model_stock,
@@ -23,6 +24,7 @@ from evomerge.merge.methods import (
     slerp,
     task_arithmetic,
     ties,
+    tsv,
 )
 from evomerge.merge.methods.lines import lines_factor
 
@@ -31,6 +33,7 @@ __all__ = [
     "breadcrumbs",
     "dare",
     "della",
+    "isotropic",
     "karcher",
     "linear",
     "lines_factor",
@@ -44,4 +47,5 @@ __all__ = [
     "slerp",
     "task_arithmetic",
     "ties",
+    "tsv",
 ]

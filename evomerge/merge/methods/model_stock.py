@@ -7,8 +7,8 @@ task vectors give identical results. mergekit facts kept: with k > 2 sources
 cos θ is the mean of the pairwise cosines; each cosine divides by the product
 of norms clamped at 1e-6 and is clamped to [−1, 1]; ``filter_wise`` (default
 false) computes one t per row (last dimension; a 1-D tensor is one row)
-instead of one per tensor. Where 1 + (k − 1)·cos θ = 0 (t undefined; mergekit
-yields inf) we return the base (t = 0).
+instead of one per tensor. Where |1 + (k − 1)·cos θ| < 1e-6 (t undefined or
+huge) the base is returned (t = 0), as mergekit 0.1.5 does.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from evomerge.merge.base import MergeInputs, MergeMethod, ParamSpec
 from evomerge.merge.registry import register
 
 NORM_PRODUCT_EPS = 1e-6
+_SINGULAR = 1e-6  # |1 + (k − 1)·cos θ| below this: t is undefined, keep the base (mergekit 0.1.5's bound)
 
 
 def model_stock_ratio(deltas: Sequence[torch.Tensor], *, filter_wise: bool = False) -> torch.Tensor:
@@ -36,7 +37,8 @@ def model_stock_ratio(deltas: Sequence[torch.Tensor], *, filter_wise: bool = Fal
     cos = torch.stack(cosines).mean(dim=0)
     k = len(deltas)
     denominator = 1 + (k - 1) * cos
-    t = torch.where(denominator == 0, torch.zeros_like(cos), k * cos / denominator)
+    singular = denominator.abs() < _SINGULAR
+    t = torch.where(singular, torch.zeros_like(cos), k * cos / torch.where(singular, 1.0, denominator))
     return t.unsqueeze(-1) if filter_wise else t
 
 
