@@ -174,3 +174,16 @@ def test_a_candidate_that_failed_mid_group_leaves_nothing_for_the_next(families,
     reloaded = check_streaming_merge("task_arithmetic", base, experts, tmp_path / "out")
     got = model.state_dict()
     assert all(torch.equal(got[n], t) for n, t in reloaded.items())
+
+
+def test_bf16_sources_are_scored_as_the_bf16_checkpoint_transformers_loads(tmp_path):
+    """A float32 resident model gets the merge rounded to the checkpoint's dtype, as the export stores it."""
+    from evomerge.testing import tiny_llama_family
+
+    base, experts = tiny_llama_family(tmp_path / "bf16", dtype=torch.bfloat16)
+    recipe = Recipe.model_validate(merge_recipe("ties", base, experts))
+    model = load_strictly(base)
+    materialize_into(model, recipe, ResidentSources.from_paths(experts, base))
+    reloaded = check_streaming_merge("ties", base, experts, tmp_path / "out")
+    got = model.state_dict()
+    assert all(torch.equal(got[n], t) for n, t in reloaded.items())
