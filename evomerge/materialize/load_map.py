@@ -200,7 +200,7 @@ class LoadMap:
         if self._groups:
             n = sum(g.size for g in self._groups)
             out = sorted({t for g in self._groups for t in g.targets})
-            parts.append(f"{n} fused into {len(out)} (e.g. {out[0]})")
+            parts.append(f"{n} converted into {len(out)} (e.g. {out[0]})")
         return "; ".join(parts) or "names as stored"
 
     # ------------------------------------------------------------------ writing

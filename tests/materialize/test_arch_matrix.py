@@ -174,3 +174,73 @@ def test_a_candidate_that_failed_mid_group_leaves_nothing_for_the_next(families,
     reloaded = check_streaming_merge("task_arithmetic", base, experts, tmp_path / "out")
     got = model.state_dict()
     assert all(torch.equal(got[n], t) for n, t in reloaded.items())
+
+
+def test_bf16_sources_are_scored_as_the_bf16_checkpoint_transformers_loads(tmp_path):
+    """A float32 resident model gets the merge rounded to the checkpoint's dtype, as the export stores it."""
+    from evomerge.testing import tiny_llama_family
+
+    base, experts = tiny_llama_family(tmp_path / "bf16", dtype=torch.bfloat16)
+    recipe = Recipe.model_validate(merge_recipe("ties", base, experts))
+    model = load_strictly(base)
+    materialize_into(model, recipe, ResidentSources.from_paths(experts, base))
+    reloaded = check_streaming_merge("ties", base, experts, tmp_path / "out")
+    got = model.state_dict()
+    assert all(torch.equal(got[n], t) for n, t in reloaded.items())
+
+
+@pytest.fixture
+def split_and_transposed_llama(tmp_path):
+    """A Llama family stored the way another framework might: fused gate_up, transposed q_proj.
+
+    transformers is taught to load it with its public ``register_checkpoint_conversion_mapping`` (a Chunk
+    and a Transpose converter), exactly as a new architecture's mapping arrives in a release; the
+    registration is undone afterwards.
+    """
+    from safetensors.torch import load_file, save_file
+    from transformers import conversion_mapping as cm
+    from transformers.core_model_loading import Chunk, Transpose, WeightConverter
+
+    from evomerge.testing import tiny_llama_family
+
+    base, experts = tiny_llama_family(tmp_path / "llama")
+    for folder in (base, *experts):
+        tensors = load_file(folder / "model.safetensors")
+        out = {}
+        for name, t in tensors.items():
+            if name.endswith("mlp.gate_proj.weight"):
+                up = tensors[name.replace("gate_proj", "up_proj")]
+                out[name.replace("gate_proj", "gate_up_fused")] = torch.cat([t, up]).contiguous()
+            elif name.endswith("mlp.up_proj.weight"):
+                continue
+            elif name.endswith("self_attn.q_proj.weight"):
+                out[name.replace("q_proj", "q_proj_t")] = t.T.contiguous()
+            else:
+                out[name] = t
+        save_file(out, folder / "model.safetensors", metadata={"format": "pt"})
+    key = "LlamaForCausalLM"
+    mapping = [
+        WeightConverter("mlp.gate_up_fused.weight", ["mlp.gate_proj.weight", "mlp.up_proj.weight"],
+                        operations=[Chunk(dim=0)]),
+        WeightConverter("self_attn.q_proj_t.weight", "self_attn.q_proj.weight", operations=[Transpose(0, 1)]),
+    ]
+    cm.register_checkpoint_conversion_mapping(key, mapping, overwrite=True)
+    try:
+        yield base, experts
+    finally:
+        cm._checkpoint_conversion_mapping_cache.pop(key, None)
+        cm.USER_REGISTERED_MAPPINGS.discard(key)
+
+
+def test_split_and_transposed_checkpoints_land_as_transformers_converts_them(split_and_transposed_llama, tmp_path):
+    base, experts = split_and_transposed_llama
+    model = load_strictly(base)
+    resident = ResidentSources.from_paths(experts, base)
+    for method in ("ties", "dare_ties"):
+        reloaded = check_streaming_merge(method, base, experts, tmp_path / method)
+        check_in_place(method, base, experts, reloaded, model, resident)
+    from evomerge.io.checkpoint import Checkpoint
+
+    ckpt = Checkpoint.open(base)
+    summary = LoadMap(model, [(n, ckpt.info(n).shape) for n in ckpt.names]).summary()
+    assert "4 converted into 6" in summary, summary  # 2 layers x (gate_up -> 2, q_proj_t -> 1)
