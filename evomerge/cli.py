@@ -179,7 +179,7 @@ def methods() -> None:
 def _search(config, run_dir: Path | None, finalize: bool) -> None:
     """Run or resume (``run_dir``) a search, one- or two-stage, with a live progress display."""
     _quiet_optuna()
-    from evomerge.study.display import baselines_table, front_table, live_progress
+    from evomerge.study.display import baselines_table, front_table, hypervolume_text, live_progress
     from evomerge.study.stages import is_two_stage, run_two_stages, space_kind
     from evomerge.study.study import Study
 
@@ -214,6 +214,7 @@ def _search(config, run_dir: Path | None, finalize: bool) -> None:
     finally:
         study.close()
     out.print(front_table(study, summary))
+    out.print(hypervolume_text(study, summary), soft_wrap=True)
     table = baselines_table(study, summary)
     if table is not None:
         out.print(table)
@@ -294,7 +295,7 @@ def evolve(
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
     """Show a run's progress and its Pareto front (reads the storage; safe while the run is going)."""
-    from evomerge.study.display import baselines_table, fmt, front_table
+    from evomerge.study.display import baselines_table, fmt, front_table, hypervolume_text
     from evomerge.study.study import Study
 
     _quiet_optuna()
@@ -308,6 +309,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
         return
     out.print(f"{done}; best score {fmt(summary.best_score)} (trial {summary.best_number})")
     out.print(front_table(study, summary))
+    out.print(hypervolume_text(study, summary), soft_wrap=True)
     table = baselines_table(study, summary)
     if table is not None:
         out.print(table)

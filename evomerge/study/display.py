@@ -98,12 +98,12 @@ def worker_summary(states: list, max_listed: int = 4) -> str:
 
 
 def front_table(study: Study, summary: StudySummary) -> Table:
+    """The front, best first; print ``hypervolume_text`` beside it (a title that long would wrap)."""
     _, ok = study.archive()
     by_number = {r.number: r for r in ok}
     names = [o.name for o in study.objectives]
     test = summary.test_results.get("trials", {})
-    table = Table(title=f"{study.config.name}: Pareto front ({len(summary.front)} of {summary.n_trials} trials, "
-                        f"{hypervolume_text(study, summary)})")
+    table = Table(title=f"{study.config.name}: Pareto front ({len(summary.front)} of {summary.n_trials} trials)")
     table.add_column("trial", justify="right")
     for n in names:
         table.add_column(f"{n} (train)", justify="right")
