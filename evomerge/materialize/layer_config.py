@@ -263,6 +263,13 @@ def _match_structure(section: dict[str, Any], sources: Sequence[tuple[Mapping[st
     if after is not None and len(after) <= len(bad):
         section, bad = remapped, after
     section, bad = toggled(section, bad)
+    def structural(f: str) -> bool:
+        """Whether ``f`` changes what transformers builds for some layer (most small ints do not)."""
+        here = _signatures(_key(section))
+        return any(_signatures(_key({**section, f: v})) not in (None, here)
+                   for v in {section[f] + 1, max(section[f] - 1, 0)} - {section[f]})
+
+    thresholds = [f for f in thresholds if structural(f)]
     for f in thresholds:
         for v in range(0, n_out + 2):
             if not bad:
