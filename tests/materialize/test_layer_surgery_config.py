@@ -171,3 +171,11 @@ def test_first_k_dense_replace_follows_the_dense_layers_or_the_merge_is_refused_
     with pytest.raises(MergeError, match=r"output layer 0 \(source layer 2\).*first_k_dense_replace"):
         merge_to_disk(passthrough((a, 2, 3), (a, 0, 1)), tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_list_that_only_happens_to_be_as_long_as_the_layers_is_left_alone():
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(num_hidden_layers=2, eos_token_id=[5, 7], **SMALL).to_dict()
+    out = rearranged_config(cfg, [(cfg, 1), (cfg, 1), (cfg, 0)])
+    assert out["num_hidden_layers"] == 3 and out["eos_token_id"] == [5, 7]
