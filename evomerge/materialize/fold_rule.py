@@ -26,10 +26,10 @@ a routed model and a folded checkpoint of a multi-hop path are compared.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,14 +46,20 @@ OFFSETS = (0.0, 1.0)  # a norm weight w (x·w) or a zero-centred one (x·(1 + w)
 _TOL = 1e-4
 
 
+def _pattern(suffix: str) -> str:
+    """Expert (or any inner) indices as '*': the probe has at most 4 experts, the model may have 64."""
+    return re.sub(r"(?<=\.)\d+(?=\.)", "*", suffix)
+
+
 @dataclass(frozen=True)
 class FoldRule:
-    """Per-layer checkpoint suffix → offset a; the fold writes (t + a)/P − a."""
+    """Per-layer checkpoint suffix pattern → offset a; the fold writes (t + a)/P − a."""
 
     writes: Mapping[str, float]
 
     def factor_for(self, suffix: str) -> float | None:
-        return self.writes.get(suffix)
+        """The offset of a residual write, None for a tensor the fold leaves as it is."""
+        return self.writes.get(_pattern(suffix))
 
 
 def fold_rule(config: Mapping[str, Any], where: str) -> FoldRule:
@@ -129,6 +135,9 @@ def _rule_for(probe_json: str) -> FoldRule | str:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
+        # a stream well above the norms' ε, so that the probe tests the structure rather than ε (the fold is
+        # exact up to ε; see fold_layer_path_to_disk)
+        model.get_input_embeddings().weight.mul_(30.0)
     stack = decoder_layers(model, 2)
     base = getattr(model, model.base_model_prefix, None)
     if stack is None or base is None or getattr(base, "layers", None) is not stack:
@@ -148,28 +157,37 @@ def _ids() -> torch.Tensor:
     return torch.arange(2 * 9).reshape(2, 9) % 64
 
 
-def _run(model: Any, stack: Any, k: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(layer 1's output, logits) with layer 1's input scaled by ``k`` (what a routed hop with scale k computes)."""
+def _run(model: Any, stack: Any, k: float) -> tuple[dict[str, torch.Tensor], list[str], torch.Tensor]:
+    """Layer 1 run with its input scaled by ``k`` (what a routed hop with scale k computes): the output of
+    each of its modules that hold parameters, their execution order, and the layer's output."""
     def scale(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         if args:
             return (args[0] * k, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": kwargs["hidden_states"] * k}
 
-    seen: list[torch.Tensor] = []
+    outputs: dict[str, torch.Tensor] = {}
+    order: list[str] = []
 
-    def keep(module: Any, args: Any, output: Any) -> None:
-        seen.append(output[0] if isinstance(output, tuple) else output)
+    def keeper(name: str) -> Any:
+        def keep(module: Any, args: Any, output: Any) -> None:
+            if name not in outputs:
+                outputs[name] = output[0] if isinstance(output, tuple) else output
+                order.append(name)
+        return keep
 
-    handles = [stack[1].register_forward_hook(keep)]
+    layer = stack[1]
+    handles = [m.register_forward_hook(keeper(n)) for n, m in layer.named_modules()
+               if n and any(True for _ in m.parameters(recurse=False))]
+    handles.append(layer.register_forward_hook(keeper("")))
     if k != 1.0:
-        handles.append(stack[1].register_forward_pre_hook(scale, with_kwargs=True))
+        handles.append(layer.register_forward_pre_hook(scale, with_kwargs=True))
     try:
         with torch.no_grad():
-            logits = model(_ids(), use_cache=False).logits
+            model(_ids(), use_cache=False)
     finally:
         for h in handles:
             h.remove()
-    return seen[0], logits
+    return outputs, [n for n in order if n], outputs[""]
 
 
 def _error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -179,44 +197,68 @@ def _error(a: torch.Tensor, b: torch.Tensor) -> float:
 def _find_writes(model: Any, stack: Any, params: dict[str, torch.nn.Parameter]) -> dict[str, float] | str:
     """The (parameter, offset) set of layer 1 whose rescaling by 1/k reproduces scaling its input by k.
 
-    Chosen greedily, by how close the folded layer output comes to the routed
-    one divided by k; the multi-hop check (`_verify`) then decides.
+    Walks layer 1's parameterized modules in execution order, comparing the
+    folded run (writes rescaled, input not) with the routed one (input × k):
+    every module output must be equal (it reads the stream through a norm)
+    or 1/k of it (a write, or downstream of one inside its branch), and the
+    layer output must be 1/k of the routed one. At the first place that is
+    neither, the culprit is a write not rescaled yet: the modules run before
+    it are tried, most recent first (all its parameters, or one of them, with
+    offset 0 or 1), and the first that moves the mismatch later (or shrinks
+    it) is kept.
     """
     k = 2.0
-    routed = _run(model, stack, k)[0] / k
-    plain = _run(model, stack, 1.0)[0]
-    if _error(plain, routed) < _TOL:
-        return "its layer output does not depend on the scale of the residual stream (nothing to fold)"
+    routed, order, routed_out = _run(model, stack, k)
     originals = {n: p.detach().clone() for n, p in params.items()}
+    module_params = {m: [n for n in params if n.rpartition(".")[0] == m] for m in order}
 
-    def output_with(chosen: dict[str, float], c: float) -> torch.Tensor:
+    def folded(chosen: dict[str, float]) -> tuple[int, float]:
+        """(position of the first mismatch, len(order) for the layer output, or len(order)+1 when none; error)."""
         with torch.no_grad():
             for n, a in chosen.items():
-                params[n].copy_((originals[n] + a) * c - a)
+                params[n].copy_((originals[n] + a) / k - a)
             try:
-                return _run(model, stack, 1.0)[0]
+                outs, _, out = _run(model, stack, 1.0)
             finally:
                 for n in chosen:
                     params[n].copy_(originals[n])
+        for i, name in enumerate(order):
+            same, scaled = _error(outs[name], routed[name]), _error(outs[name], routed[name] / k)
+            if min(same, scaled) > _TOL:
+                return i, min(same, scaled)
+        err = _error(out, routed_out / k)
+        return (len(order), err) if err > _TOL else (len(order) + 1, 0.0)
 
-    candidates = [(name, a) for name in params for a in OFFSETS]
     chosen: dict[str, float] = {}
-    err = _error(plain, routed)
-    for _ in range(8):
-        best = None
-        for name, a in candidates:  # in parameter order: on a tie the later one (down_proj over up_proj) wins
-            if name in chosen:
-                continue
-            e = _error(output_with({**chosen, name: a}, 1 / k), routed)
-            if best is None or e <= best[0] * (1 + 1e-3) + 1e-7:
-                best = (min(e, best[0]) if best is not None and e > best[0] else e, name, a)
-        if best is None or best[0] > 0.9 * err:
-            break
-        err, chosen = best[0], {**chosen, best[1]: best[2]}
-        if err < _TOL:
+    at, err = folded(chosen)
+    if at == len(order) + 1:
+        return "its layer output does not depend on the scale of the residual stream (nothing to fold)"
+    for _ in range(16):
+        if at == len(order) + 1:
             return chosen
+        progress = None
+        for module in reversed(order[:at]):
+            names = [n for n in module_params[module] if n not in chosen]
+            if not names:
+                continue
+            options = [{n: 0.0 for n in names}] if len(names) > 1 else []
+            options += [{n: a} for n in names for a in OFFSETS]
+            for option in options:
+                now = folded({**chosen, **option})
+                if now[0] > at or (now[0] == at and now[1] < 0.9 * err):
+                    progress = (option, now)
+                    break
+            if progress is not None:
+                break
+        if progress is None:
+            break
+        chosen = {**chosen, **progress[0]}
+        at, err = progress[1]
+    if at == len(order) + 1:
+        return chosen
+    where = order[at] if at < len(order) else "the layer output"
     return ("a decoder layer reads its residual input other than through a scale-invariant norm, or writes it "
-            f"through a map that cannot absorb a scale (best found: rescaling {sorted(chosen) or 'nothing'} "
+            f"through a map that cannot absorb a scale (at {where}, rescaling {sorted(chosen) or 'nothing'} "
             f"leaves a relative error of {err:.2g})")
 
 
@@ -255,7 +297,10 @@ def _checkpoint_rule(model: Any, params: dict[str, torch.nn.Parameter], writes: 
         offset = next((a for a in OFFSETS if torch.allclose(tensor, (before[name] + a) / 2.0 - a, atol=1e-6)), None)
         if offset is None:
             return f"its checkpoint stores the write '{name}' in a form the fold cannot rescale"
-        rule[place.suffix] = offset
+        key = _pattern(place.suffix)
+        if rule.get(key, offset) != offset:
+            return f"its experts' writes '{key}' need different offsets"
+        rule[key] = offset
     result = FoldRule(writes=rule)
     return _verify(tmp / "a", result) or result
 
@@ -291,7 +336,3 @@ def _verify(folder: Path, rule: FoldRule) -> str | None:
         return f"a folded probe's logits differ from the routed model's by {err:.2g} (relative)"
     return None
 
-
-def probe_config_copy(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The probe's config for ``config`` (for tests and messages)."""
-    return copy.deepcopy(json.loads(_probe_key(config)))

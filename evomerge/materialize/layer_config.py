@@ -11,9 +11,9 @@ Nothing here lists fields by name; they are derived from the architecture:
 * the layer count is ``num_hidden_layers`` through the config class's
   ``attribute_map`` (GPT-2 stores it as ``n_layer``);
 * per-layer lists are the fields whose length follows the layer count, found
-  by building the config class with two layer counts (``layer_types``) plus
-  any list in the file as long as the source's layer count; output layer j
-  takes its source layer's entry;
+  by building the config class with two layer counts (``layer_types``; for a
+  class transformers cannot build, the file's lists as long as the layer
+  count); output layer j takes its source layer's entry;
 * fields that decide per-layer structure in other ways (index lists such as
   ``mlp_only_layers``, thresholds such as ``first_k_dense_replace``,
   ``decoder_sparse_step``) are found by comparing each layer's *signature*:
@@ -103,12 +103,25 @@ def _filled_json(section_json: str) -> str:
 
 
 def _per_layer_fields(section: Mapping[str, Any], count_key: str) -> set[str]:
-    n = section[count_key]
+    """Per-layer lists: the config class's (probed); only for a class transformers cannot build, the file's
+    lists as long as the layer count (a coincidental ``eos_token_id: [1, 2]`` of a 2-layer model must not be
+    mistaken for one when the class knows better)."""
     cls = config_class(section)
     fields = set(_class_per_layer_fields(cls, count_key)) if cls is not None else set()
-    fields |= {k for k, v in section.items() if isinstance(v, list) and len(v) == n and n > 1
-               and k not in ("architectures",)}
+    if not fields and (cls is None or not _class_builds(cls, count_key)):
+        n = section[count_key]
+        fields = {k for k, v in section.items() if isinstance(v, list) and len(v) == n and n > 1
+                  and k != "architectures" and not k.endswith(("token_id", "_ids"))}
     return {f for f in fields if f in section or f in _filled(section)}
+
+
+@functools.lru_cache(maxsize=64)
+def _class_builds(cls: type, count_key: str) -> bool:
+    try:
+        cls(**{count_key: 3})
+    except Exception:
+        return False
+    return True
 
 
 def rearranged_config(target: Mapping[str, Any], layers: Sequence[LayerSource]) -> dict[str, Any]:
@@ -263,6 +276,13 @@ def _match_structure(section: dict[str, Any], sources: Sequence[tuple[Mapping[st
     if after is not None and len(after) <= len(bad):
         section, bad = remapped, after
     section, bad = toggled(section, bad)
+    def structural(f: str) -> bool:
+        """Whether ``f`` changes what transformers builds for some layer (most small ints do not)."""
+        here = _signatures(_key(section))
+        return any(_signatures(_key({**section, f: v})) not in (None, here)
+                   for v in {section[f] + 1, max(section[f] - 1, 0)} - {section[f]})
+
+    thresholds = [f for f in thresholds if structural(f)]
     for f in thresholds:
         for v in range(0, n_out + 2):
             if not bad:

@@ -10,7 +10,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, GPT2Config, MistralConfig, Qwen2Config
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    Gemma3TextConfig,
+    GemmaConfig,
+    GPT2Config,
+    GPTNeoXConfig,
+    MistralConfig,
+    MixtralConfig,
+    Olmo2Config,
+    Phi3Config,
+    Qwen2Config,
+    Qwen2MoeConfig,
+    Qwen3Config,
+)
 
 from evomerge.errors import ConfigError
 from evomerge.materialize.dataflow import fold_layer_path_to_disk, load_routed_model
@@ -29,6 +43,9 @@ def save(config, folder: Path, seed: int) -> Path:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
+        # A residual stream well above the norms' ε, as in trained models past their first layer: the fold is
+        # exact up to ε·(P²−1)/mean(x²) (fold_layer_path_to_disk), which a random tiny stream would magnify.
+        model.get_input_embeddings().weight.mul_(30.0)
     model.save_pretrained(folder)
     return folder
 
@@ -61,13 +78,32 @@ def test_gemma2_sandwich_norms_fold_into_the_post_norm_weights(tmp_path):
     routed_equals_folded(Gemma2Config(num_hidden_layers=3, head_dim=8, sliding_window=4, **SMALL), tmp_path)
 
 
+def test_mixtral_experts_fold_their_down_projections_whatever_their_number(tmp_path):
+    # 6 experts, the probe has 4: the rule is per expert pattern, every expert's w2 is rescaled
+    routed_equals_folded(MixtralConfig(num_hidden_layers=3, num_local_experts=6, num_experts_per_tok=2, **SMALL),
+                         tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config", [
     MistralConfig(num_hidden_layers=3, **SMALL),
+    Qwen3Config(num_hidden_layers=3, head_dim=8, **SMALL),
+    Phi3Config(num_hidden_layers=3, pad_token_id=0, **SMALL),
+    GemmaConfig(num_hidden_layers=3, head_dim=8, **SMALL),
     Gemma3TextConfig(num_hidden_layers=3, head_dim=8, sliding_window=4, **SMALL),
-], ids=["mistral", "gemma3"])
+    Qwen2MoeConfig(num_hidden_layers=3, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+                   shared_expert_intermediate_size=16, **SMALL),
+    GPTNeoXConfig(num_hidden_layers=3, hidden_size=32, intermediate_size=48, num_attention_heads=4, vocab_size=64),
+], ids=["mistral", "qwen3", "phi3", "gemma", "gemma3", "qwen2_moe", "gpt_neox"])
 def test_more_architectures(config, tmp_path):
     routed_equals_folded(config, tmp_path)
+
+
+def test_a_decoder_that_reads_the_raw_stream_is_refused_with_the_reason(tmp_path):
+    # OLMo 2 normalizes after attention and MLP, not before: its sublayers read the residual stream raw
+    a = save(Olmo2Config(num_hidden_layers=3, **SMALL), tmp_path / "a", 4)
+    with pytest.raises(ConfigError, match="'olmo2': a decoder layer reads its residual input other than through"):
+        DFSSpace(DFSConfig(), Sources(base=None, models=[str(a)]))
 
 
 def test_an_architecture_the_routed_model_cannot_take_is_refused_when_the_space_is_built(tmp_path):

@@ -147,3 +147,35 @@ def test_a_stale_layer_count_is_an_error_naming_the_field_and_nothing_is_publish
     (folder / "config.json").write_text(json.dumps({**config, "n_layer": 3}))
     with pytest.raises(MergeError, match="'n_layer' says 3 layers but the weights hold layer 3"):
         verify_strict_load(folder)
+
+
+def _deepseek_v3(layers: int):
+    from transformers import DeepseekV3Config
+
+    return DeepseekV3Config(num_hidden_layers=layers, first_k_dense_replace=2, hidden_size=32, intermediate_size=48,
+                            moe_intermediate_size=16, num_attention_heads=4, num_key_value_heads=4, vocab_size=64,
+                            n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1, kv_lora_rank=16,
+                            q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8)
+
+
+@pytest.mark.slow  # importing DeepSeek-V3's modeling code alone takes ~9 s here
+def test_first_k_dense_replace_follows_the_dense_layers_or_the_merge_is_refused_unpublished(tmp_path):
+    a = save(_deepseek_v3(4), tmp_path / "a", 7)  # layers 0, 1 dense; 2, 3 MoE
+    merge_to_disk(passthrough((a, 0, 1), (a, 0, 4)), tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["first_k_dense_replace"] == 3
+    want = by_hand(_deepseek_v3(5).__class__(**{**_deepseek_v3(5).to_dict(), "first_k_dense_replace": 3}),
+                   [(a, i) for i in (0, 0, 1, 2, 3)], a, a)
+    with torch.no_grad():
+        torch.testing.assert_close(strict_load(tmp_path / "out")(IDS).logits, want(IDS).logits, rtol=0, atol=1e-5)
+    # a MoE layer before a dense one: no first_k_dense_replace says that
+    with pytest.raises(MergeError, match=r"output layer 0 \(source layer 2\).*first_k_dense_replace"):
+        merge_to_disk(passthrough((a, 2, 3), (a, 0, 1)), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_list_that_only_happens_to_be_as_long_as_the_layers_is_left_alone():
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(num_hidden_layers=2, eos_token_id=[5, 7], **SMALL).to_dict()
+    out = rearranged_config(cfg, [(cfg, 1), (cfg, 1), (cfg, 0)])
+    assert out["num_hidden_layers"] == 3 and out["eos_token_id"] == [5, 7]
