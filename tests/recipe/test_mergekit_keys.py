@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -176,3 +177,16 @@ def test_export_warns_when_a_gradient_reaches_the_head_where_mergekit_0_1_5_read
     assert any("t = 0" in w for w in warnings([{"filter": "mlp", "value": 0.5}, {"value": [0.3, 0.9]}]))
     assert warnings([{"filter": "layers.", "value": [0.3, 0.9]}, {"value": 0.3}]) == []
     assert warnings([0.5, 0.5]) == [] and warnings(0.4) == []
+
+
+def test_a_torch_prefixed_dtype_is_read_as_mergekit_reads_it(family, tmp_path: Path) -> None:
+    config = """
+models:
+  - model: {e0}
+    parameters: {{weight: 1.0}}
+merge_method: task_arithmetic
+base_model: {base}
+dtype: torch.bfloat16
+"""
+    got = _merge(tmp_path, config, family)
+    assert {t.dtype for t in got.values()} == {torch.bfloat16}
