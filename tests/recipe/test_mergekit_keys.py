@@ -190,3 +190,31 @@ dtype: torch.bfloat16
 """
     got = _merge(tmp_path, config, family)
     assert {t.dtype for t in got.values()} == {torch.bfloat16}
+
+
+NEW_METHOD_RECIPES = {
+    "sce": ({}, {"select_topk": 0.5, "int8_mask": True}, 3),
+    "nuslerp": ({"weight": 0.5}, {"nuslerp_flatten": False, "nuslerp_row_wise": True}, 2),
+    "multislerp": ({"weight": 0.3}, {"normalize_weights": False, "eps": 1e-7}, 3),
+    "karcher": ({}, {"max_iter": 5, "tol": 1e-6}, 3),
+    "arcee_fusion": ({}, None, 1),
+    "nearswap": ({}, {"t": 0.001}, 1),
+    "ram": ({}, {"epsilon": 1e-4}, 3),
+    "ramplus_tl": ({}, {"r": 0.2, "alpha": 0.3, "epsilon": 1e-4}, 3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEW_METHOD_RECIPES))
+def test_new_methods_export_to_mergekit_yaml_and_reload_as_the_same_recipe(family, tmp_path: Path, name: str) -> None:
+    base, experts = family
+    per_model, params, n = NEW_METHOD_RECIPES[name]
+    recipe = Recipe.from_dict({"models": [{"model": str(e), **({"parameters": per_model} if per_model else {})}
+                                          for e in experts[:n]],
+                               "base_model": None if name == "karcher" else str(base), "merge_method": name,
+                               "parameters": params, "dtype": "float32"})
+    exported = to_mergekit(recipe)
+    assert exported.config["merge_method"] == name and not exported.warnings
+    path = tmp_path / "mk.yaml"
+    path.write_text(exported.to_yaml())
+    again = Recipe.load(path)
+    assert again.to_dict() == {**recipe.to_dict(), "seed": 0}
