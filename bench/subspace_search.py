@@ -67,7 +67,7 @@ def main() -> None:
         best = max(front, key=lambda m: m["score"])
         test = best["test"]["objectives"]
         rows.append((method, best["recipe"]["parameters"], best["score"], test))
-    print("| method (searched) | parameters found | mean train | " + " | ".join(f"{t} test" for t in TASKS)
+    print("| method (searched) | global parameters found | mean train | " + " | ".join(f"{t} test" for t in TASKS)
           + " | mean test |")
     print("|---" * (len(TASKS) + 4) + "|")
     for method, params, train, test in rows:
