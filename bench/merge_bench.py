@@ -53,6 +53,10 @@ METHODS = {
     "nearswap": {"parameters": {}, "global": {"t": 0.001}, "models": 1},
     "ram": {"parameters": {}},
     "ramplus_tl": {"parameters": {}},
+    # beyond mergekit (evomerge only: the mergekit column stays empty)
+    "tsv_m": {"parameters": {}, "mergekit": False},
+    "iso_c": {"parameters": {}, "mergekit": False},
+    "iso_cts": {"parameters": {}, "mergekit": False},
 }
 
 
@@ -208,7 +212,8 @@ def main() -> None:
                 row = {"size": size, "method": method, "wall_s": wall, "merge_s": inner["merge_s"],
                        "rss_gib": rss, "gb_s": inner["bytes_read"] / 1e9 / inner["merge_s"],
                        "vs_floor": inner["merge_s"] / floor["merge_s"], "src_gb": src_bytes / 1e9}
-                if args.mergekit and (args.mergekit_sizes is None or size in args.mergekit_sizes.split(",")):
+                if args.mergekit and METHODS[method].get("mergekit", True) and (
+                        args.mergekit_sizes is None or size in args.mergekit_sizes.split(",")):
                     import yaml
 
                     mk_cfg = Path(tmp) / f"{method}.yml"

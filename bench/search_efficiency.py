@@ -36,7 +36,8 @@ def recipe(method: str, params: list[dict], **extra) -> Recipe:
     return Recipe.model_validate({
         "models": [{"model": str(ZOO / e), "parameters": p} for e, p in zip(("expert_0_4", "expert_5_9"), params,
                                                                               strict=True)],
-        "base_model": str(ZOO / "init"), "merge_method": method, **extra})
+        # linear has no base role: a base_model would join the average as a third model (as in mergekit)
+        **({} if method == "linear" else {"base_model": str(ZOO / "init")}), "merge_method": method, **extra})
 
 
 def test_accuracy(worker: EvalWorker, rec: Recipe) -> float:

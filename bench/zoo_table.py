@@ -74,7 +74,9 @@ def _inline(method: str, base: State, sources: list[State], params: dict) -> Sta
 def merge(method: str, base: State, sources: list[State]) -> tuple[State, str]:
     n = len(sources)
     params: dict = {"linear": {"weight": [1.0] * n}, "task_arithmetic": {"weight": [1.0] * n},
-                    "dare_ties": {"weight": [1.0] * n, "density": DARE_DENSITY}}[method]
+                    "dare_ties": {"weight": [1.0] * n, "density": DARE_DENSITY},
+                    "ties": {"weight": [1.0] * n, "density": TIES_DENSITY},
+                    "tsv_m": {}, "iso_c": {}, "iso_cts": {}}[method]
     merged = _registry_merge(method, base, sources, params)
     if merged is not None:
         return merged, "registry"
@@ -83,6 +85,10 @@ def merge(method: str, base: State, sources: list[State]) -> tuple[State, str]:
 
 MERGES = {"linear": "linear (1/n each)", "task_arithmetic": "task arithmetic (w=1)",
           "dare_ties": f"DARE-TIES (d={DARE_DENSITY}, w=1)"}
+TIES_DENSITY = 0.2  # the TIES paper's default top-k
+# --subspace: the data-free subspace methods beside TIES, untuned (lambda 1: the papers' alpha untuned)
+SUBSPACE_MERGES = {"ties": f"TIES (d={TIES_DENSITY}, w=1)", "tsv_m": "TSV-M (lambda 1)",
+                   "iso_c": "Iso-C (lambda 1)", "iso_cts": "Iso-CTS (f=0.8, lambda 1)"}
 
 
 # ---------------------------------------------------------------- table
@@ -179,7 +185,11 @@ def main() -> None:
     parser.add_argument("--zoo", type=Path, default=REPO / "zoo")
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
     parser.add_argument("--only", choices=["tinylm", "digits"], default=None)
+    parser.add_argument("--subspace", action="store_true",
+                        help="also TIES, TSV-M, Iso-C and Iso-CTS (arXiv 2412.00081, 2502.04959), untuned")
     args = parser.parse_args()
+    if args.subspace:
+        MERGES.update(SUBSPACE_MERGES)
     torch.set_num_threads(1)
     if args.only in (None, "tinylm"):
         print(tinylm_table(args.zoo, args.split), end="\n\n")

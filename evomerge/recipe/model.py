@@ -169,7 +169,7 @@ class Recipe(_Strict):
             raise ValueError("'models' is empty: list at least one model to merge")
         for key in ("dtype", "out_dtype"):
             value = getattr(self, key)
-            if value is not None and value not in DTYPES:
+            if value is not None and value.removeprefix("torch.") not in DTYPES:  # mergekit reads torch.bfloat16
                 raise ValueError(f"'{key}' must be one of {', '.join(DTYPES)}, got '{value}'")
         if self.layer_path is not None and (not self.layer_path or not self.base_model):
             raise ValueError("a layer_path needs at least one hop and a base_model (model A: embeddings and head)")

@@ -56,8 +56,9 @@ def lm_family(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path
 
 
 def recipes(base: Path, experts: list[Path]) -> list[Candidate]:
+    # linear: the base_model joins as one more input (as in mergekit), weighted by the global weight
     specs = [("task_arithmetic", {"weight": 0.5}, None), ("task_arithmetic", {"weight": 1.2}, None),
-             ("ties", {"weight": 1.0, "density": 0.5}, None), ("linear", {"weight": 1.0}, None),
+             ("ties", {"weight": 1.0, "density": 0.5}, None), ("linear", {"weight": 1.0}, {"weight": 1.0}),
              ("dare_ties", {"weight": 0.8, "density": 0.6}, None), ("task_arithmetic", {"weight": 0.0}, None)]
     out = []
     for i, (method, params, globals_) in enumerate(specs):

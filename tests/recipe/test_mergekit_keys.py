@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -176,3 +177,44 @@ def test_export_warns_when_a_gradient_reaches_the_head_where_mergekit_0_1_5_read
     assert any("t = 0" in w for w in warnings([{"filter": "mlp", "value": 0.5}, {"value": [0.3, 0.9]}]))
     assert warnings([{"filter": "layers.", "value": [0.3, 0.9]}, {"value": 0.3}]) == []
     assert warnings([0.5, 0.5]) == [] and warnings(0.4) == []
+
+
+def test_a_torch_prefixed_dtype_is_read_as_mergekit_reads_it(family, tmp_path: Path) -> None:
+    config = """
+models:
+  - model: {e0}
+    parameters: {{weight: 1.0}}
+merge_method: task_arithmetic
+base_model: {base}
+dtype: torch.bfloat16
+"""
+    got = _merge(tmp_path, config, family)
+    assert {t.dtype for t in got.values()} == {torch.bfloat16}
+
+
+NEW_METHOD_RECIPES = {
+    "sce": ({}, {"select_topk": 0.5, "int8_mask": True}, 3),
+    "nuslerp": ({"weight": 0.5}, {"nuslerp_flatten": False, "nuslerp_row_wise": True}, 2),
+    "multislerp": ({"weight": 0.3}, {"normalize_weights": False, "eps": 1e-7}, 3),
+    "karcher": ({}, {"max_iter": 5, "tol": 1e-6}, 3),
+    "arcee_fusion": ({}, None, 1),
+    "nearswap": ({}, {"t": 0.001}, 1),
+    "ram": ({}, {"epsilon": 1e-4}, 3),
+    "ramplus_tl": ({}, {"r": 0.2, "alpha": 0.3, "epsilon": 1e-4}, 3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEW_METHOD_RECIPES))
+def test_new_methods_export_to_mergekit_yaml_and_reload_as_the_same_recipe(family, tmp_path: Path, name: str) -> None:
+    base, experts = family
+    per_model, params, n = NEW_METHOD_RECIPES[name]
+    recipe = Recipe.from_dict({"models": [{"model": str(e), **({"parameters": per_model} if per_model else {})}
+                                          for e in experts[:n]],
+                               "base_model": None if name == "karcher" else str(base), "merge_method": name,
+                               "parameters": params, "dtype": "float32"})
+    exported = to_mergekit(recipe)
+    assert exported.config["merge_method"] == name and not exported.warnings
+    path = tmp_path / "mk.yaml"
+    path.write_text(exported.to_yaml())
+    again = Recipe.load(path)
+    assert again.to_dict() == {**recipe.to_dict(), "seed": 0}
