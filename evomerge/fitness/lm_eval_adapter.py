@@ -142,6 +142,7 @@ class LmEvalTask:
             task.set_fewshot_seed(seed=spec.fewshot_seed)
         was_training = getattr(model, "training", False)
         model.eval()
+        t_eval = time.perf_counter()
         try:
             out = lm_eval.evaluator.evaluate(
                 lm=lm, task_dict=loaded.task_dict, limit=spec.limit, bootstrap_iters=0, log_samples=True,
@@ -151,9 +152,10 @@ class LmEvalTask:
             raise FitnessError(f"task '{self.name}': lm-eval task '{loaded.task_name}' failed: {exc}") from exc
         finally:
             model.train(was_training)
-        return self._result(out, loaded, split, t0, t_setup)
+        return self._result(out, loaded, split, t0, t_setup, time.perf_counter() - t_eval)
 
-    def _result(self, out: dict[str, Any], loaded: _Loaded, split: str, t0: float, t_setup: float) -> TaskResult:
+    def _result(self, out: dict[str, Any], loaded: _Loaded, split: str, t0: float, t_setup: float,
+                t_lm_eval: float) -> TaskResult:
         metric, filt = loaded.metric, loaded.filter
         per: list[float] = []
         for sub in sorted(loaded.tasks):
@@ -180,4 +182,4 @@ class LmEvalTask:
                           seconds=time.perf_counter() - t0,
                           details={"lm_eval_task": loaded.task_name, "lm_eval_metric": metric,
                                    "lm_eval_filter": filt, "lm_eval_results": out["results"],
-                                   "seconds_setup": t_setup})
+                                   "seconds_setup": t_setup, "seconds_lm_eval": t_lm_eval})

@@ -220,6 +220,8 @@ def test_the_task_is_built_once_per_worker(cli_setup, write_task, offline):
     loaded, lm = task._loaded["train"], task._lm
     second = task.evaluate(model, tok)
     assert task._loaded["train"] is loaded and task._lm is lm
+    overhead = second.seconds - second.details["seconds_lm_eval"]  # everything but lm-eval's own scoring
+    assert overhead < 0.1 * second.details["seconds_lm_eval"], (overhead, second.details["seconds_lm_eval"])
     np.testing.assert_array_equal(first.per_example, second.per_example)  # few-shot seeds reset per candidate
     import pickle
 
