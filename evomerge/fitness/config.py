@@ -165,10 +165,16 @@ class LmEvalSpec(_TaskBase):
     kind: Literal["lm_eval"]
     task: str | None = None  # one lm-eval task (name or YAML) as the train split
     data: DataFiles | None = None  # or one per split: train / validation / test
-    metric: str = "acc"
+    metric: str | None = None  # default: the task's first metric
+    filter: str | None = None  # default: the task's first filter ("none" when it declares none)
     num_fewshot: int | None = Field(default=None, ge=0)
     limit: int | None = Field(default=None, ge=1)
-    max_new_tokens: int = Field(default=32, ge=1)
+    apply_chat_template: bool | str = False  # lm-eval's --apply_chat_template (true or a template name)
+    fewshot_as_multiturn: bool | None = None  # default as lm-eval's CLI: on with apply_chat_template
+    system_instruction: str | None = None
+    fewshot_seed: int = 1234  # lm-eval's default fewshot_random_seed
+    add_bos_token: bool | None = None  # lm-eval's HF model argument; None lets lm-eval decide
+    max_length: int | None = Field(default=None, ge=2)  # lm-eval's HF max_length (rolling-window size)
 
     @model_validator(mode="after")
     def _task_xor_data(self) -> LmEvalSpec:

@@ -1,18 +1,23 @@
 """Adapter to lm-evaluation-harness tasks (optional: ``pip install lm-eval``).
 
-lm-eval pulls in datasets, pyarrow, pandas, evaluate, nltk, sacrebleu… (about
-430 MB), so it is an optional extra and imported only when a ``kind: lm_eval``
-task is evaluated. The candidate is wrapped in an ``lm_eval.api.model.LM``
-backed by this package's own batched scoring and KV-cache greedy decoding, so
-no model is re-loaded from disk and no ``accelerate``/``peft`` is needed.
-Per-example scores come from lm-eval's logged samples.
+The candidate is scored by lm-eval's own Hugging Face model class (``HFLM``) wrapped
+around the model already in memory, so every choice lm-eval makes (BOS or not,
+rolling log-likelihood windows, ``until`` stop sequences, chat templates and
+multi-turn few-shot, truncation) is lm-eval's, and the scores equal ``lm_eval --model
+hf`` on the same checkpoint. What depends only on the task is built once per worker:
+the task index (reading it walks ~14,000 YAML files), the loaded task and its
+documents, and the HFLM wrapper (the worker's model is updated in place).
+
+Per-example scores: lm-eval logs one sample per document *per filter*; the adapter
+keeps one filter, chosen explicitly (``filter:``) or the task's first one, and says
+which in the result's details.
 """
 
 from __future__ import annotations
 
+import random
 import re
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +27,6 @@ from evomerge.errors import FitnessError
 from evomerge.fitness.base import Direction, TaskResult, check_split
 from evomerge.fitness.config import LmEvalSpec
 from evomerge.fitness.data import resolve
-from evomerge.fitness.decoding import greedy_loop, make_batches, model_device, token_nll
-from evomerge.fitness.likelihood import split_continuation
-from evomerge.fitness.tokens import encode, eos_ids, pad_id
 
 INSTALL_HINT = "kind: lm_eval needs lm-evaluation-harness: pip install lm-eval"
 
@@ -35,69 +37,6 @@ def lm_eval_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _make_lm(model: Any, tokenizer: Any, *, batch_size: int, max_new_tokens: int) -> Any:
-    """An ``lm_eval.api.model.LM`` over an in-memory model and tokenizer."""
-    from lm_eval.api.model import LM
-
-    class EvomergeLM(LM):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model, self.tokenizer = model, tokenizer
-            self.pad = pad_id(tokenizer)
-            prefix = getattr(tokenizer, "bos_token_id", None)
-            self.prefix = prefix if prefix is not None else (getattr(tokenizer, "eos_token_id", None) or 0)
-
-        def _score(self, seqs: Sequence[Sequence[int]]) -> list[Any]:
-            return token_nll(self.model, seqs, batch_size=batch_size, pad_id=self.pad, with_greedy=True)
-
-        def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
-            seqs, starts = [], []
-            for req in requests:
-                context, continuation = req.args[0], req.args[1]
-                ctx, cont = split_continuation(self.tokenizer, context, continuation, add_special_tokens=True)
-                if not ctx:
-                    ctx = [self.prefix]
-                seqs.append(ctx + cont)
-                starts.append(len(ctx) - 1)
-            out = []
-            for scored, start in zip(self._score(seqs), starts, strict=True):
-                part = scored[:, start:]
-                out.append((-float(part[0].double().sum()), bool(part[1].all())))
-            return out
-
-        def loglikelihood_rolling(self, requests: list[Any]) -> list[float]:
-            seqs = [[self.prefix, *ids] for ids in encode(self.tokenizer, [r.args[0] for r in requests],
-                                                          add_special_tokens=False)]
-            return [-float(s[0].double().sum()) for s in self._score(seqs)]
-
-        def generate_until(self, requests: list[Any]) -> list[str]:
-            eos = eos_ids(self.model, self.tokenizer)
-            out: list[str] = [""] * len(requests)
-            contexts = encode(self.tokenizer, [r.args[0] for r in requests], add_special_tokens=True)
-            groups: dict[tuple[Any, ...], list[int]] = {}
-            for i, r in enumerate(requests):
-                kw = r.args[1] if len(r.args) > 1 else {}
-                until = kw.get("until", [])
-                until = [until] if isinstance(until, str) else list(until)
-                key = (tuple(until), int(kw.get("max_gen_toks", max_new_tokens)))
-                groups.setdefault(key, []).append(i)
-            device = model_device(self.model)
-            for (until, n_new), members in groups.items():
-                for b in make_batches([contexts[i] for i in members], batch_size, pad_id=self.pad, left=True):
-                    gen = greedy_loop(self.model, b.input_ids.to(device), b.attention_mask.to(device),
-                                      max_new_tokens=n_new, eos_ids=eos, pad_id=self.pad).cpu().tolist()
-                    for row, k in zip(gen, b.index.tolist(), strict=True):
-                        cut = next((j for j, t in enumerate(row) if t in eos), len(row))
-                        text = self.tokenizer.decode(row[:cut], skip_special_tokens=True)
-                        for stop in until:
-                            if stop and stop in text:
-                                text = text[: text.index(stop)]
-                        out[members[k]] = text
-            return out
-
-    return EvomergeLM()
 
 
 def _task_ref(base_dir: Path, ref: str) -> tuple[str, str | None]:
@@ -113,8 +52,39 @@ def _task_ref(base_dir: Path, ref: str) -> tuple[str, str | None]:
     return ref, None
 
 
+class _Loaded:
+    """One split's lm-eval task dict, with the metric and filter the objective reads."""
+
+    def __init__(self, spec: LmEvalSpec, task_name: str, include: str | None, name: str) -> None:
+        from lm_eval.tasks import TaskManager
+
+        manager = TaskManager(include_path=include, verbosity="ERROR")
+        try:
+            self.task_dict = manager.load([task_name])
+        except Exception as exc:
+            raise FitnessError(f"task '{name}': lm-eval cannot load task '{task_name}': {exc}") from exc
+        self.tasks: dict[str, Any] = dict(self.task_dict["tasks"])
+        if not self.tasks:
+            raise FitnessError(f"task '{name}': lm-eval task '{task_name}' has no subtasks")
+        for task in self.tasks.values():  # simple_evaluate's num_fewshot rules, applied once
+            if spec.num_fewshot is not None:
+                if task.get_config("num_fewshot") != 0:
+                    task.set_config(key="num_fewshot", value=spec.num_fewshot)
+            elif task.get_config("num_fewshot") is None:
+                task.set_config(key="num_fewshot", value=0)
+        first = self.tasks[sorted(self.tasks)[0]]
+        metrics = [m["metric"] for m in (first.config.metric_list or [])] or list(first.aggregation())
+        self.metric = spec.metric or metrics[0]
+        filters = [f.name for f in getattr(first, "_filters", [])] or ["none"]
+        self.filter = spec.filter or filters[0]
+        if self.filter not in filters:
+            raise FitnessError(f"task '{name}': lm-eval task '{task_name}' has no filter '{self.filter}'; "
+                               f"it has {', '.join(filters)}")
+        self.task_name = task_name
+
+
 class LmEvalTask:
-    """One lm-eval task per split; objective = lm-eval's aggregate of ``metric``."""
+    """One lm-eval task per split; objective = lm-eval's aggregate of the chosen metric under the chosen filter."""
 
     kind = "lm_eval"
 
@@ -125,44 +95,91 @@ class LmEvalTask:
         self.direction: Direction = spec.objective.direction if spec.objective else "maximize"
         refs = spec.data.splits() if spec.data is not None else {"train": spec.task or ""}
         self.refs = {split: _task_ref(base_dir, ref) for split, ref in refs.items()}
+        self._loaded: dict[str, _Loaded] = {}
+        self._lm: tuple[Any, Any, Any] | None = None  # (model, tokenizer, HFLM)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_loaded"], state["_lm"] = {}, None  # built again, once, in each worker
+        return state
+
+    def _wrap(self, model: Any, tokenizer: Any) -> Any:
+        """lm-eval's HFLM around the in-memory model; kept while the worker's model object is the same."""
+        if self._lm is not None and self._lm[0] is model and self._lm[1] is tokenizer:
+            return self._lm[2]
+        from lm_eval.models.huggingface import HFLM
+
+        kwargs: dict[str, Any] = {"add_bos_token": self.spec.add_bos_token} \
+            if self.spec.add_bos_token is not None else {}
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.spec.batch_size,
+                  max_length=self.spec.max_length, **kwargs)
+        self._lm = (model, tokenizer, lm)
+        return lm
 
     def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train") -> TaskResult:
-        """Run lm-eval's ``simple_evaluate`` on the wrapped candidate and collect per-sample metrics."""
+        """lm-eval's ``evaluate`` on the prebuilt task dict, with the candidate wrapped in lm-eval's HFLM."""
         check_split(self.name, split, list(self.refs))
         try:
-            import lm_eval
-            from lm_eval.tasks import TaskManager
+            import lm_eval.evaluator
         except ImportError:
             raise FitnessError(f"task '{self.name}': {INSTALL_HINT}") from None
         t0 = time.perf_counter()
-        task_name, include = self.refs[split]
-        lm = _make_lm(model, tokenizer, batch_size=self.spec.batch_size, max_new_tokens=self.spec.max_new_tokens)
+        if split not in self._loaded:
+            self._loaded[split] = _Loaded(self.spec, *self.refs[split], self.name)
+        loaded = self._loaded[split]
+        lm = self._wrap(model, tokenizer)
+        t_setup = time.perf_counter() - t0
+        spec = self.spec
+        multiturn = spec.fewshot_as_multiturn if spec.fewshot_as_multiturn is not None \
+            else bool(spec.apply_chat_template)
+        # simple_evaluate's seeds, set again per candidate: few-shot draws must not depend on the order of candidates
+        random.seed(0)
+        np.random.seed(1234)
+        import torch
+
+        torch.manual_seed(1234)
+        for task in loaded.tasks.values():
+            task.set_fewshot_seed(seed=spec.fewshot_seed)
         was_training = getattr(model, "training", False)
         model.eval()
+        t_eval = time.perf_counter()
         try:
-            out = lm_eval.simple_evaluate(
-                model=lm, tasks=[task_name], num_fewshot=self.spec.num_fewshot, limit=self.spec.limit,
-                log_samples=True, bootstrap_iters=0, verbosity="ERROR",
-                task_manager=TaskManager(include_path=include, verbosity="ERROR"),
-            )
+            out = lm_eval.evaluator.evaluate(
+                lm=lm, task_dict=loaded.task_dict, limit=spec.limit, bootstrap_iters=0, log_samples=True,
+                system_instruction=spec.system_instruction, apply_chat_template=spec.apply_chat_template,
+                fewshot_as_multiturn=multiturn, verbosity="ERROR")
         except Exception as exc:  # lm-eval raises many kinds; the candidate fails, not the search
-            raise FitnessError(f"task '{self.name}': lm-eval task '{task_name}' failed: {exc}") from exc
+            raise FitnessError(f"task '{self.name}': lm-eval task '{loaded.task_name}' failed: {exc}") from exc
         finally:
             model.train(was_training)
-        metric = self.spec.metric
+        return self._result(out, loaded, split, t0, t_setup, time.perf_counter() - t_eval)
+
+    def _result(self, out: dict[str, Any], loaded: _Loaded, split: str, t0: float, t_setup: float,
+                t_lm_eval: float) -> TaskResult:
+        metric, filt = loaded.metric, loaded.filter
         per: list[float] = []
-        for sub in sorted(out["samples"]):
-            samples = sorted(out["samples"][sub], key=lambda s: s["doc_id"])
+        for sub in sorted(loaded.tasks):
+            samples = sorted((s for s in out["samples"].get(sub, []) if s.get("filter", "none") == filt),
+                             key=lambda s: s["doc_id"])
             if samples and metric not in samples[0]:
-                raise FitnessError(f"task '{self.name}': lm-eval task '{sub}' has no per-sample metric "
-                                   f"'{metric}'; it has {samples[0].get('metrics')}")
+                raise FitnessError(f"task '{self.name}': lm-eval task '{sub}' has no per-sample metric '{metric}'; "
+                                   f"it has {samples[0].get('metrics')}")
+            doc_ids = [s["doc_id"] for s in samples]
+            if len(set(doc_ids)) != len(doc_ids):
+                raise FitnessError(f"task '{self.name}': lm-eval task '{sub}' logged a document twice under "
+                                   f"filter '{filt}'")
             per.extend(float(s[metric]) for s in samples)
         if not per:
-            raise FitnessError(f"task '{self.name}': lm-eval task '{task_name}' produced no samples")
-        agg = out["results"].get(task_name, {})
-        value = next((v for k, v in agg.items() if k.split(",")[0] == metric and isinstance(v, (int, float))),
-                     float(np.mean(per)))
+            raise FitnessError(f"task '{self.name}': lm-eval task '{loaded.task_name}' produced no samples "
+                               f"under filter '{filt}'")
+        key = f"{metric},{filt}"
+        agg = out["results"].get(loaded.task_name, {})
+        value = agg.get(key)
+        if not isinstance(value, (int, float)):
+            value = float(np.mean(per))
         return TaskResult(task=self.name, split=split, objectives={self.objective_name: float(value)},
                           per_example=np.asarray(per, dtype=np.float64), n=len(per),
                           seconds=time.perf_counter() - t0,
-                          details={"lm_eval_task": task_name, "lm_eval_results": out["results"]})
+                          details={"lm_eval_task": loaded.task_name, "lm_eval_metric": metric,
+                                   "lm_eval_filter": filt, "lm_eval_results": out["results"],
+                                   "seconds_setup": t_setup, "seconds_lm_eval": t_lm_eval})

@@ -7,6 +7,7 @@ it these tests are skipped and only the missing-package error is checked.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +84,152 @@ def test_lm_eval_spec_needs_exactly_one_of_task_and_data(write_task):
 
     with pytest.raises(ConfigError, match="give exactly one of `task`"):
         load_task(write_task({"name": "lm", "kind": "lm_eval"}))
+
+
+# ---- equality with lm-eval's own CLI (`lm_eval --model hf`) on the same checkpoint ------------------------
+
+WORDS = ["what", "is", "the", "a", "b", "c", "plus", "x", "y", "1", "2", "3", "7"]
+CLI_TASKS = {
+    "evm_mc": {"output_type": "multiple_choice", "doc_to_text": "{{prompt}}", "doc_to_choice": "{{choices}}",
+               "doc_to_target": "{{answer}}", "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}]},
+    # two filters: lm-eval logs every document twice; the adapter keeps one (the first unless told)
+    "evm_gen": {"output_type": "generate_until", "doc_to_text": "{{prompt}}", "doc_to_target": "{{answer}}",
+                "generation_kwargs": {"until": ["3", "y"], "max_gen_toks": 6, "do_sample": False},
+                "metric_list": [{"metric": "exact_match"}],
+                "filter_list": [{"name": "whole", "filter": [{"function": "take_first"}]},
+                                {"name": "first-number", "filter": [
+                                    {"function": "regex", "regex_pattern": r"(\d)", "group_select": 0},
+                                    {"function": "take_first"}]}]},
+    # documents longer than the model's 12 positions: scored in rolling windows
+    "evm_ppl": {"output_type": "loglikelihood_rolling", "doc_to_text": "{{text}}", "doc_to_target": "{{text}}",
+                "metric_list": [{"metric": "word_perplexity"}, {"metric": "bits_per_byte"}]},
+}
+
+
+def _cli_rows() -> dict[str, list[dict]]:
+    g = np.random.default_rng(0)
+
+    def words(n: int) -> str:
+        return " ".join(WORDS[i] for i in g.integers(0, len(WORDS), n))
+
+    return {
+        "evm_mc": [{"prompt": words(int(g.integers(1, 5))), "choices": [words(int(g.integers(1, 4))) for _ in range(3)],
+                    "answer": int(g.integers(0, 3))} for _ in range(6)],
+        "evm_gen": [{"prompt": words(int(g.integers(1, 6))), "answer": words(1)} for _ in range(6)],
+        "evm_ppl": [{"text": words(int(g.integers(3, 30)))} for _ in range(4)],
+    }
+
+
+@pytest.fixture(scope="module")
+def cli_setup(tmp_path_factory):
+    """A random tiny Llama checkpoint (12 positions), three local lm-eval tasks, and lm-eval's CLI run on them."""
+    import glob
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from fitness_models import VOCAB, make_tokenizer
+    from transformers import LlamaForCausalLM
+
+    from evomerge.testing import tiny_llama_config
+
+    root = tmp_path_factory.mktemp("lm_eval_cli")
+    torch.manual_seed(0)
+    cfg = tiny_llama_config(vocab_size=len(VOCAB))
+    cfg.max_position_embeddings = 12
+    cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = 1, 2, 0
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(6.0)  # sharp logits: greedy choices far from ties
+    ckpt = root / "ckpt"
+    model.save_pretrained(ckpt)
+    make_tokenizer().save_pretrained(ckpt)
+    tasks = root / "tasks"
+    tasks.mkdir()
+    for name, rows in _cli_rows().items():
+        data = write_jsonl(tasks / f"{name}.jsonl", rows)
+        spec = {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+                "test_split": "test", **CLI_TASKS[name]}
+        (tasks / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(root / "hf_datasets"), "TOKENIZERS_PARALLELISM": "false"}
+    out = root / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={ckpt},dtype=float32",
+         "--tasks", ",".join(CLI_TASKS), "--include_path", str(tasks), "--batch_size", "4", "--device", "cpu",
+         "--output_path", str(out), "--log_samples"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(Path(sorted(glob.glob(str(out / "**" / "results_*.json"), recursive=True))[-1])
+                         .read_text())["results"]
+    samples = {}
+    for name in CLI_TASKS:
+        files = glob.glob(str(out / "**" / f"samples_{name}_*.jsonl"), recursive=True)
+        samples[name] = [json.loads(line) for p in files for line in Path(p).read_text().splitlines()]
+    return ckpt, tasks, results, samples
+
+
+def _adapter(write_task, tasks, name: str, **extra):
+    return load_task(write_task({"name": name, "kind": "lm_eval", "task": str(tasks / f"{name}.yaml"),
+                                 "batch_size": 4, **extra}, name=f"ours_{name}"))
+
+
+@needs_lm_eval
+@pytest.mark.parametrize(("name", "metric", "filt"), [
+    ("evm_mc", "acc", "none"), ("evm_mc", "acc_norm", "none"),
+    ("evm_gen", "exact_match", "whole"), ("evm_gen", "exact_match", "first-number"),
+    ("evm_ppl", "word_perplexity", "none"), ("evm_ppl", "bits_per_byte", "none"),
+])
+def test_adapter_scores_equal_lm_eval_cli_to_the_last_digit(cli_setup, write_task, offline, name, metric, filt):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ckpt, tasks, results, samples = cli_setup
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype="float32").eval()
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    default = metric == CLI_TASKS[name]["metric_list"][0]["metric"] and filt in ("none", "whole")
+    extra = {} if default else {"metric": metric, "filter": filt}
+    res = _adapter(write_task, tasks, name, **extra).evaluate(model, tok)
+    assert (res.details["lm_eval_metric"], res.details["lm_eval_filter"]) == (metric, filt)  # stated
+    assert res.objectives[name] == results[name][f"{metric},{filt}"]  # exact, not approx
+    theirs = sorted((s for s in samples[name] if s["filter"] == filt), key=lambda s: s["doc_id"])
+    n_docs = len(_cli_rows()[name])
+    assert res.n == n_docs == len(theirs)  # one entry per document, whatever the number of filters
+    if metric in ("acc", "acc_norm", "exact_match"):
+        assert res.per_example.tolist() == [float(s[metric]) for s in theirs]
+
+
+@needs_lm_eval
+def test_rolling_windows_are_needed_for_these_documents(cli_setup):
+    ckpt = cli_setup[0]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    assert max(len(tok(r["text"])["input_ids"]) for r in _cli_rows()["evm_ppl"]) > 12
+
+
+@needs_lm_eval
+def test_the_task_is_built_once_per_worker(cli_setup, write_task, offline):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ckpt, tasks, _, _ = cli_setup
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype="float32").eval()
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    task = _adapter(write_task, tasks, "evm_gen")
+    first = task.evaluate(model, tok)
+    loaded, lm = task._loaded["train"], task._lm
+    second = task.evaluate(model, tok)
+    assert task._loaded["train"] is loaded and task._lm is lm
+    overhead = second.seconds - second.details["seconds_lm_eval"]  # everything but lm-eval's own scoring
+    assert overhead < 0.1 * second.details["seconds_lm_eval"], (overhead, second.details["seconds_lm_eval"])
+    np.testing.assert_array_equal(first.per_example, second.per_example)  # few-shot seeds reset per candidate
+    import pickle
+
+    assert pickle.loads(pickle.dumps(task))._loaded == {}  # workers build their own
+
+
+@needs_lm_eval
+def test_an_unknown_filter_is_named(cli_setup, write_task, offline, tokenizer, random_llama):
+    _, tasks, _, _ = cli_setup
+    with pytest.raises(FitnessError, match=r"has no filter 'strict-match'; it has whole, first-number"):
+        _adapter(write_task, tasks, "evm_gen", filter="strict-match").evaluate(random_llama, tokenizer)
