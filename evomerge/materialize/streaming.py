@@ -25,6 +25,8 @@ from evomerge.io.writer import TOKENIZER_FILES, ShardedWriter, atomic_output_dir
 from evomerge.materialize.execute import BufferPool, NonFiniteMergeError, gather_from_sources, run_task
 from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_key, plan_merge
 from evomerge.recipe.model import Recipe
+from evomerge.vocab.build import model_folder
+from evomerge.vocab.output import set_vocab_size, write_tokenizer
 
 RECIPE_FILE = "evomerge_recipe.json"
 
@@ -86,7 +88,7 @@ def merge_to_disk(
         for ckpt in checkpoints.values():
             stack.callback(ckpt.close)
         if recipe.models is not None and len(checkpoints) > 1:
-            check_compatible(list(checkpoints.values()))
+            check_compatible(list(checkpoints.values()), vocab_may_differ=recipe.tokenizer_settings is not None)
         plan = plan_merge(recipe, checkpoints)
         dtype = output_dtype(recipe, checkpoints, plan)
         bytes_read = 0
@@ -136,17 +138,20 @@ def merge_to_disk(
 
 def write_model_files(out: Path, recipe: Recipe, checkpoints: dict[str, Checkpoint], plan: MergePlan,
                       dtype: torch.dtype) -> None:
-    """config.json (with the output's layer count), tokenizer files, and the recipe for provenance."""
+    """config.json (with the output's layer count and vocabulary size), tokenizer files, and the recipe."""
     copy_model_files(checkpoints[plan.config_model].folder, out, torch_dtype=dtype)
-    if plan.tokenizer_model != plan.config_model:
-        tok_dir = checkpoints[plan.tokenizer_model].folder
+    if plan.vocabulary is None and plan.tokenizer_model != plan.config_model:
+        tok_dir = model_folder(plan.tokenizer_model)
         for name in TOKENIZER_FILES:
             if (tok_dir / name).is_file():
                 (out / name).write_bytes((tok_dir / name).read_bytes())
+    write_tokenizer(out, recipe, plan)
     config_path = out / "config.json"
     if config_path.is_file():
         config = json.loads(config_path.read_text())
         if "num_hidden_layers" in config and plan.num_layers:
             config["num_hidden_layers"] = plan.num_layers
+        if plan.vocabulary is not None:
+            set_vocab_size(config, plan.vocabulary.rows)
         config_path.write_text(json.dumps(config, indent=2) + "\n")
     (out / RECIPE_FILE).write_text(recipe.to_json() + "\n")

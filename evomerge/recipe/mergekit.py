@@ -69,5 +69,5 @@ def to_mergekit(recipe: Recipe) -> MergekitExport:
             "torch RNG, so its output matches ours in distribution but not bit for bit"
         )
     ordered = {k: data[k] for k in ("models", "slices", "base_model", "merge_method", "parameters", "dtype",
-                                    "out_dtype", "tokenizer_source") if k in data}
+                                    "out_dtype", "tokenizer_source", "tokenizer", "chat_template") if k in data}
     return MergekitExport(config=ordered, warnings=warnings)
