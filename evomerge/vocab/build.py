@@ -21,6 +21,8 @@ in the recipe's order, so the same recipe always gives the same ids.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,20 +74,12 @@ class MergedVocabulary:
     original_vocabs: dict[str, dict[str, int]]
     spec: TokenizerSpec
     base: str  # the model whose tokenizer the others are added to
+    fingerprint: str = ""  # same fingerprint, same vocabulary and row sources (what in-place checks compare)
     _assemblies: dict = field(default_factory=dict, repr=False)
 
     @property
     def tokens(self) -> int:
         return len(self.vocab)
-
-    def identity_for(self, model: str, source_rows: int) -> bool:
-        """True when ``model``'s rows already are the output's (nothing to move, nothing to add)."""
-        perm = self.permutations[model]
-        return source_rows == self.rows == len(perm) and bool(
-            torch.equal(perm, torch.arange(len(perm)))) and not self._forced()
-
-    def _forced(self) -> bool:
-        return any(cfg.force for cfg in (self.spec.tokens or {}).values())
 
 
 def build_vocabulary(spec: TokenizerSpec, base: str | None, models: tuple[str, ...]) -> MergedVocabulary:
@@ -139,8 +133,10 @@ def _build(spec_json: str, base: str | None, models: tuple[str, ...]) -> MergedV
             if idx is not None and idx < size:
                 perm[out_id] = idx
         permutations[m] = perm
+    digest = hashlib.blake2b(json.dumps([spec_json, base, rows, sorted(vocab.items()),
+                                         {m: p.tolist() for m, p in permutations.items()}]).encode(), digest_size=16)
     return MergedVocabulary(tokenizer=out, vocab=vocab, rows=rows, permutations=permutations,
-                            original_vocabs=originals, spec=spec, base=base)
+                            original_vocabs=originals, spec=spec, base=base, fingerprint=digest.hexdigest())
 
 
 def _tokenizer_or_base(model: str, base: str, sizes: dict[str, int | None], base_size: int) -> Any:

@@ -174,7 +174,7 @@ def _row_assembly(vocab: MergedVocabulary, models: tuple[str, ...], base: str | 
         missing = [tid for tid in needs_default if tid in forced or int(perms[m][tid]) < 0]
         fill[m] = (torch.tensor(missing, dtype=torch.long),
                    torch.tensor([default_index[t] for t in missing], dtype=torch.long))
-    key = (id(vocab), models, base, tuple(sorted(source_rows.items())))
+    key = (vocab.fingerprint, models, base, tuple(sorted(source_rows.items())))
     return RowAssembly(models=models, rows=vocab.rows, tokens=vocab.tokens, keep=keep, defaults=tuple(defaults),
                        fill=fill, key=key)
 
