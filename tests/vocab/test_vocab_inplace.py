@@ -1,4 +1,4 @@
-"""The in-place search over sources with different vocabularies: assembled once at load, equal to the streaming merge."""
+"""In-place merging over sources with different vocabularies: assembled once at load, equal to streaming."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def test_inplace_merge_over_different_vocabularies_equals_the_streaming_merge(ll
 
     fam = llama_family
     spec = {"source": "union", "pad_to_multiple_of": 8,
-            "tokens": {"<|im_end|>": {"source": str(fam["tool"]), "force": True}, "<nil>": {"source": {"kind": "zero"}}}}
+            "tokens": {"<|im_end|>": {"source": str(fam["tool"]), "force": True},
+                       "<nil>": {"source": {"kind": "zero"}}}}
     resident = ResidentSources.from_paths([fam["chat"], fam["tool"]], fam["base"],
                                           tokenizer=TokenizerSpec.model_validate(spec))
     assert resident.vocabulary is not None and resident.vocabulary.rows == 48
