@@ -125,3 +125,21 @@ def test_without_tokenizer_settings_different_vocabularies_are_refused_by_name(l
 
     with pytest.raises(CheckpointError, match="tokenizer_source: union"):
         merge_to_disk(_recipe(llama_family), tmp_path / "m")
+
+
+def test_chat_template_alone_resaves_the_tokenizer_with_it(llama_family, tmp_path):
+    from transformers import AutoTokenizer
+
+    from evomerge.vocab.chat_template import NAMED_TEMPLATES
+
+    base = str(llama_family["base"])
+    literal = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    for k, template in enumerate(["chatml", literal]):
+        recipe = Recipe.from_dict({"models": [{"model": base}], "merge_method": "passthrough",
+                                   "chat_template": template})
+        out = merge_to_disk(recipe, tmp_path / f"m{k}").out_dir
+        tok = AutoTokenizer.from_pretrained(out)
+        assert tok.chat_template == NAMED_TEMPLATES.get(template, template)
+        assert tok.get_vocab() == AutoTokenizer.from_pretrained(base).get_vocab()
+    with pytest.raises(ConfigError, match="not a Jinja template"):
+        Recipe.from_dict({"models": [{"model": base}], "merge_method": "passthrough", "chat_template": "{{x}}"})
