@@ -143,3 +143,17 @@ def test_chat_template_alone_resaves_the_tokenizer_with_it(llama_family, tmp_pat
         assert tok.get_vocab() == AutoTokenizer.from_pretrained(base).get_vocab()
     with pytest.raises(ConfigError, match="not a Jinja template"):
         Recipe.from_dict({"models": [{"model": base}], "merge_method": "passthrough", "chat_template": "{{x}}"})
+
+
+def test_tokenizer_settings_export_back_to_mergekit_yaml(llama_family):
+    import yaml
+
+    from evomerge.recipe.mergekit import to_mergekit
+
+    recipe = _recipe(llama_family, tokenizer={"source": "union", "pad_to_multiple_of": 8, "tokens": {
+        "<nil>": {"source": {"kind": "zero"}, "force": True}}}, chat_template="chatml")
+    exported = to_mergekit(recipe).to_yaml()
+    data = yaml.safe_load(exported)
+    assert data["tokenizer"]["tokens"]["<nil>"] == {"source": {"kind": "zero"}, "force": True}
+    assert data["chat_template"] == "chatml" and data["tokenizer"]["pad_to_multiple_of"] == 8
+    assert Recipe.from_dict(data).tokenizer == recipe.tokenizer
