@@ -9,6 +9,7 @@ fitness task. Any exception becomes a failed EvalResult with its traceback.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import traceback
@@ -25,6 +26,8 @@ from evomerge.materialize.inplace import ResidentSources, materialize_into
 from evomerge.materialize.load_map import load_map_for
 from evomerge.materialize.plan import model_key
 from evomerge.models import load_model
+from evomerge.recipe.tokenizer import TokenizerSpec
+from evomerge.vocab.rows import is_vocabulary_tensor
 
 
 class EvalWorker:
@@ -32,8 +35,13 @@ class EvalWorker:
 
     def __init__(self, base: str | None, models: Sequence[str], tasks: Sequence[FitnessTask], *,
                  device: str = "cpu", storage_dtype: torch.dtype = torch.float32, name: str = "local",
-                 threads: int | None = None, resident: ResidentSources | None = None) -> None:
-        """``resident``: sources already held elsewhere (e.g. shared by a Ray node's workers); else read here."""
+                 threads: int | None = None, resident: ResidentSources | None = None,
+                 tokenizer: TokenizerSpec | None = None) -> None:
+        """``resident``: sources already held elsewhere (e.g. shared by a Ray node's workers); else read here.
+
+        ``tokenizer``: mergekit's tokenizer settings, for sources with different vocabularies; the model
+        instance then has the merged vocabulary and the merged tokenizer scores it.
+        """
         if threads:
             torch.set_num_threads(threads)
         self.name = name
@@ -42,13 +50,24 @@ class EvalWorker:
         self.base = base
         self.models = list(models)
         self.resident = resident if resident is not None else ResidentSources.from_paths(
-            list(models), base, device=device, storage_dtype=storage_dtype)
+            list(models), base, device=device, storage_dtype=storage_dtype, tokenizer=tokenizer)
         template = base or models[0]
         self.model, self.tokenizer = load_model(Path(template), device=device)
+        vocabulary = self.resident.vocabulary
+        if vocabulary is not None:  # every row is written by each candidate's merge
+            self.model.resize_token_embeddings(vocabulary.rows, mean_resizing=False)
+            self.tokenizer = copy.deepcopy(vocabulary.tokenizer)  # fitness tasks may set padding on theirs
         check_tokenizer(self.tasks, self.tokenizer, str(template))  # before the first candidate, not in each
-        # Map (and verify) once, before the search, where from_pretrained lands each checkpoint tensor.
+        # Map (and verify) once, before the search, where from_pretrained lands each checkpoint tensor
+        # (vocabulary tensors with the merged vocabulary's rows).
         ckpt = self.resident.checkpoints[model_key(template)]
-        load_map_for(self.model, [(name, ckpt.info(name).shape) for name in ckpt.names])
+        layout = []
+        for name in ckpt.names:
+            shape = tuple(ckpt.info(name).shape)
+            if vocabulary is not None and shape and is_vocabulary_tensor(name, ckpt):
+                shape = (vocabulary.rows, *shape[1:])
+            layout.append((name, shape))
+        load_map_for(self.model, layout)
         self._routed_cache: dict[str, Any] = {}
 
     def _model_for(self, candidate: Candidate) -> Any:

@@ -38,17 +38,19 @@ def _vocab_error(a: Checkpoint, b: Checkpoint, va: int, vb: int, where: str) -> 
         f"vocabulary sizes differ ({where}): {getattr(a, 'path', a)} has {va} tokens, {getattr(b, 'path', b)} "
         f"has {vb}. "
         "Their tokenizers and embedding matrices differ, so merging them row by row would mix "
-        "unrelated tokens. Pick sources that share a tokenizer (fine-tunes of the same base model). "
-        "Merging across tokenizers (mergekit's `tokenizer_source: union`) is not supported yet."
+        "unrelated tokens. Pick sources that share a tokenizer, or merge across tokenizers as mergekit does: "
+        "set `tokenizer_source: union` (or `base`, or a model) in the recipe."
     )
 
 
-def check_compatible(checkpoints: Sequence[Checkpoint], *, names: Iterable[str] | None = None) -> None:
+def check_compatible(checkpoints: Sequence[Checkpoint], *, names: Iterable[str] | None = None,
+                     vocab_may_differ: bool = False) -> None:
     """Refuse sources that cannot be merged tensor by tensor, naming the first mismatch and both folders.
 
     Checks, in this order: architecture and model_type in config.json, vocabulary size (config, then the
     embedding/head rows), then every tensor of ``names`` (default: all of the first source, and no extra
     ones in the others) is present everywhere with the same shape. Dtypes may differ: merges upcast.
+    ``vocab_may_differ``: the recipe builds a merged vocabulary, so embedding/head rows may differ in number.
     """
     if len(checkpoints) < 2:
         return
@@ -63,7 +65,7 @@ def check_compatible(checkpoints: Sequence[Checkpoint], *, names: Iterable[str] 
                 "only models of the same architecture can be merged"
             )
         va, vb = first.config.get("vocab_size"), other.config.get("vocab_size")
-        if isinstance(va, int) and isinstance(vb, int) and va != vb:
+        if isinstance(va, int) and isinstance(vb, int) and va != vb and not vocab_may_differ:
             raise _vocab_error(first, other, va, vb, "config.json vocab_size")
     for name in wanted:
         if name not in first:
@@ -79,6 +81,8 @@ def check_compatible(checkpoints: Sequence[Checkpoint], *, names: Iterable[str] 
                 )
             other_shape = other.info(name).shape
             if other_shape != shape:
+                if vocab_may_differ and _VOCAB_TENSOR_RE.search(name) and shape[1:] == other_shape[1:]:
+                    continue
                 if _VOCAB_TENSOR_RE.search(name) and shape[1:] == other_shape[1:] and shape and other_shape:
                     raise _vocab_error(first, other, shape[0], other_shape[0], f"rows of {name!r}")
                 raise CheckpointError(

@@ -92,6 +92,14 @@ class BufferPool:
                     self._free.setdefault(t.numel(), []).append(t.view(-1))
 
 
+def vocabulary_fetch(task: TensorTask, fetch: Fetch) -> Fetch:
+    """``fetch`` for a vocabulary tensor: every input's rows laid out in the merged vocabulary (in float32)."""
+    assert task.vocab is not None
+    name = (task.base or task.sources[0]).name
+    rows = task.vocab.assemble({m: fetch(TensorRef(m, name)).float() for m in task.vocab.models})
+    return lambda ref: rows[ref.model]
+
+
 def gather_from_sources(task: TensorTask, fetch: Fetch, pool: BufferPool | None = None
                         ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
     """Read a task's inputs from full source weights, as (base, task vectors) when it has a base.
@@ -100,6 +108,9 @@ def gather_from_sources(task: TensorTask, fetch: Fetch, pool: BufferPool | None 
     """
     def widen(t: torch.Tensor) -> torch.Tensor:  # a float32 copy of t that this task owns
         return pool.widen(t) if pool is not None else t.to(torch.float32, copy=True)
+
+    if task.vocab is not None:
+        fetch = vocabulary_fetch(task, fetch)
 
     if task.base is None:
         if pool is None:

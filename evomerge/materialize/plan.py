@@ -23,6 +23,8 @@ from evomerge.merge.registry import get_method
 from evomerge.recipe.layout import count_layers, place_of
 from evomerge.recipe.model import GroupOverride, Parameters, Recipe, Slice
 from evomerge.recipe.params import evaluate_setting
+from evomerge.vocab.build import MergedVocabulary, build_vocabulary
+from evomerge.vocab.rows import RowAssembly, is_vocabulary_tensor, row_assembly
 
 # Methods that interpolate *from* the base model take it as their first source
 # (mergekit: slerp's t = 0 is the base endpoint).
@@ -72,6 +74,7 @@ class TensorTask:
     params: Mapping[str, object]
     seed: int | None
     layer: int | None  # output layer index (None for embeddings, norms, head)
+    vocab: RowAssembly | None = None  # embedding/head rows to lay out in the merged vocabulary first
 
 
 @dataclass
@@ -82,6 +85,7 @@ class MergePlan:
     tokenizer_model: str  # whose tokenizer files the output takes
     num_layers: int
     models: list[str] = field(default_factory=list)
+    vocabulary: MergedVocabulary | None = None  # the merged tokenizer, when the recipe builds one
 
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
         return [(t.out_name, t.shape) for t in self.tasks]
@@ -117,6 +121,11 @@ class _Planner:
         self.recipe = recipe
         self.indexes = indexes
         self._check_parameter_names()
+        settings = recipe.tokenizer_settings
+        base = model_key(recipe.base_model) if recipe.base_model else None
+        # mergekit builds the tokenizer over every referenced model, the base (or the first model) as anchor
+        self.vocabulary = None if settings is None else build_vocabulary(
+            settings, base, tuple(model_key(m) for m in recipe.referenced_models()))
 
     # ---- validation --------------------------------------------------------------
     def _check_parameter_names(self) -> None:
@@ -183,10 +192,11 @@ class _Planner:
         for name in post:
             tasks.append(self._task(name, name, slices[-1], slices[-1].num_layers - 1, t=1.0, layer=None))
         tok = self.recipe.tokenizer_source
-        tokenizer_model = config_model if tok in (None, "base") else model_key(tok)
+        tokenizer_model = config_model if tok in (None, "base", "union") else model_key(tok)
         models = sorted({r.model for t in tasks for r in (*t.sources, *([t.base] if t.base else []))})
         return MergePlan(tasks=tasks, base_model=model_key(base) if base else None, config_model=config_model,
-                         tokenizer_model=tokenizer_model, num_layers=out_layer, models=models)
+                         tokenizer_model=tokenizer_model, num_layers=out_layer, models=models,
+                         vocabulary=self.vocabulary)
 
     def _input_name(self, template_name: str, src_model: str, layer: int | None) -> str:
         if layer is None:
@@ -220,22 +230,39 @@ class _Planner:
         if base is not None:
             base_src = next((s for k, s in slice_models if k == base), None)
             base_ref = ref(base, base_src)
-        shape = self._check_shapes(out_name, (*([base_ref] if base_ref else []), *sources))
+        refs = (*([base_ref] if base_ref else []), *sources)
+        vocab = None
+        if self.vocabulary is not None and layer is None and is_vocabulary_tensor(
+                template_name, self.indexes[slice_models[0][0]]):
+            # mergekit's tensor inputs: the slice's models, then the base when it is not among them
+            order = [k for k, _ in slice_models] + ([base] if base and base not in dict(slice_models) else [])
+            vocab_refs = [ref(k, None) for k in dict.fromkeys(order)]
+            rest = self._check_shapes(out_name, vocab_refs, skip_rows=True)
+            vocab = row_assembly(self.vocabulary, [r.model for r in vocab_refs], base,
+                                 {r.model: self.indexes[r.model].info(r.name).shape[0] for r in vocab_refs},
+                                 tensor=out_name)
+            shape = (vocab.rows, *rest)
+        else:
+            shape = self._check_shapes(out_name, refs)
         params = self._params(method, group, sl, [s for _, s in chosen], [k for k, _ in chosen], out_name, t)
         seed = derive_seed(self.recipe.seed, out_name) if method.randomized else None
         return TensorTask(out_name=out_name, shape=shape, method=method.name, base=base_ref, sources=sources,
-                          params=params, seed=seed, layer=layer)
+                          params=params, seed=seed, layer=layer, vocab=vocab)
 
-    def _check_shapes(self, out_name: str, refs: Sequence[TensorRef]) -> tuple[int, ...]:
+    def _check_shapes(self, out_name: str, refs: Sequence[TensorRef], *, skip_rows: bool = False
+                      ) -> tuple[int, ...]:
+        """The sources' common shape (``skip_rows``: of all but the vocabulary axis, which may differ)."""
         shapes: dict[tuple[int, ...], str] = {}
         for r in refs:
             index = self.indexes[r.model]
             if r.name not in index.names:
                 raise CheckpointError(f"tensor '{r.name}' (for output '{out_name}') is missing from {r.model}")
-            shapes.setdefault(tuple(index.info(r.name).shape), r.model)
+            shape = tuple(index.info(r.name).shape)
+            shapes.setdefault(shape[1:] if skip_rows else shape, r.model)
         if len(shapes) > 1:
             detail = "; ".join(f"{list(s)} in {m}" for s, m in shapes.items())
-            raise CheckpointError(f"tensor '{out_name}': shapes differ across sources: {detail}")
+            what = "shapes (past the vocabulary rows)" if skip_rows else "shapes"
+            raise CheckpointError(f"tensor '{out_name}': {what} differ across sources: {detail}")
         return next(iter(shapes))
 
     def _params(self, method: MergeMethod, group: GroupOverride | None, sl: Slice, srcs: list,
@@ -294,6 +321,8 @@ def plan_merge(recipe: Recipe, indexes: Mapping[str, TensorIndex]) -> MergePlan:
     plan = _Planner(recipe, indexes).plan()
     # Every model the output draws a tensor or its tokenizer from must share one vocabulary: a passthrough
     # would otherwise take its embedding from one and its head from another (no source pair is compared).
-    used = dict.fromkeys([plan.config_model, *plan.models, plan.tokenizer_model])
-    check_vocabulary([indexes[m] for m in used if m in indexes])
+    # A recipe with tokenizer settings lays every vocabulary row out in its merged vocabulary instead.
+    if plan.vocabulary is None:
+        used = dict.fromkeys([plan.config_model, *plan.models, plan.tokenizer_model])
+        check_vocabulary([indexes[m] for m in used if m in indexes])
     return plan

@@ -9,6 +9,7 @@ written to a temporary sibling folder that is renamed into place at the end.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_ke
 from evomerge.materialize.publish import rewrite_layer_config, write_checkpoint
 from evomerge.recipe.layout import place_of
 from evomerge.recipe.model import Recipe
+from evomerge.vocab.build import model_folder
+from evomerge.vocab.output import set_vocab_size, write_tokenizer
 
 RECIPE_FILE = "evomerge_recipe.json"
 
@@ -87,7 +90,7 @@ def merge_to_disk(
         for ckpt in checkpoints.values():
             stack.callback(ckpt.close)
         if recipe.models is not None and len(checkpoints) > 1:
-            check_compatible(list(checkpoints.values()))
+            check_compatible(list(checkpoints.values()), vocab_may_differ=recipe.tokenizer_settings is not None)
         plan = plan_merge(recipe, checkpoints)
         dtype = output_dtype(recipe, checkpoints, plan)
         bytes_read = 0
@@ -168,11 +171,17 @@ def write_model_files(out: Path, recipe: Recipe, checkpoints: Mapping[str, Check
     rewritten (`evomerge.materialize.layer_config`).
     """
     copy_model_files(checkpoints[plan.config_model].folder, out, torch_dtype=dtype)
-    if plan.tokenizer_model != plan.config_model:
-        tok_dir = checkpoints[plan.tokenizer_model].folder
+    if plan.vocabulary is None and plan.tokenizer_model != plan.config_model:
+        tok_dir = model_folder(plan.tokenizer_model)
         for name in TOKENIZER_FILES:
             if (tok_dir / name).is_file():
                 (out / name).write_bytes((tok_dir / name).read_bytes())
+    write_tokenizer(out, recipe, plan)
     if layers is not None and is_surgery(list(layers), plan.config_model, checkpoints):
         rewrite_layer_config(out, [(checkpoints[model].config, layer) for model, layer in layers])
+    config_path = out / "config.json"
+    if plan.vocabulary is not None and config_path.is_file():
+        config = json.loads(config_path.read_text())
+        set_vocab_size(config, plan.vocabulary.rows)
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
     (out / RECIPE_FILE).write_text(recipe.to_json() + "\n")

@@ -75,7 +75,7 @@ def to_mergekit(recipe: Recipe) -> MergekitExport:
             "value). Add a {filter, value} condition for those tensors to make both tools agree"
         )
     ordered = {k: data[k] for k in ("models", "slices", "base_model", "merge_method", "parameters", "dtype",
-                                    "out_dtype", "tokenizer_source") if k in data}
+                                    "out_dtype", "tokenizer_source", "tokenizer", "chat_template") if k in data}
     return MergekitExport(config=ordered, warnings=warnings)
 
 

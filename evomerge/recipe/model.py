@@ -2,7 +2,7 @@
 
 Its schema is a superset of mergekit's merge YAML (``models`` / ``slices`` /
 ``base_model`` / ``merge_method`` / ``parameters`` / ``dtype`` /
-``tokenizer_source``) so that any mergekit config for a method we share
+``tokenizer_source`` / ``tokenizer`` / ``chat_template``) so that any mergekit config for a method we share
 loads unchanged, plus evomerge's extensions: an explicit ``seed`` for the
 randomised methods and ``groups`` that give some tensors their own method.
 Parameter *values* are checked against each method's schema when the merge is
@@ -20,14 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from evomerge.errors import MergeError
 from evomerge.recipe.params import ParameterSetting
+from evomerge.recipe.tokenizer import TokenizerSpec, tokenizer_settings
 from evomerge.yamlfile import read_yaml, validate_mapping
 
 # mergekit keys we recognise but do not implement: refuse them by name instead of
 # merging something else than the user asked for.
 _UNSUPPORTED_MERGEKIT_KEYS = {
     "modules": "multi-module merges",
-    "tokenizer": "the tokenizer-building block (vocabulary union, added tokens)",
-    "chat_template": "chat template overrides",
 }
 DTYPES = ("float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 Parameters = dict[str, ParameterSetting]
@@ -143,6 +142,8 @@ class Recipe(_Strict):
     dtype: str | None = None
     out_dtype: str | None = None
     tokenizer_source: str | None = None
+    tokenizer: TokenizerSpec | None = None
+    chat_template: str | None = None
     # evomerge extensions (exported to mergekit only where it can express them)
     seed: int = 0
     groups: list[GroupOverride] = Field(default_factory=list)
@@ -173,14 +174,31 @@ class Recipe(_Strict):
                 raise ValueError(f"'{key}' must be one of {', '.join(DTYPES)}, got '{value}'")
         if self.layer_path is not None and (not self.layer_path or not self.base_model):
             raise ValueError("a layer_path needs at least one hop and a base_model (model A: embeddings and head)")
-        if self.tokenizer_source == "union":
-            raise ValueError("tokenizer_source 'union' (vocabulary union) is not supported; use 'base' or a model")
+        if self.layer_path is not None and (self.tokenizer is not None or self.tokenizer_source == "union"):
+            raise ValueError("a data-flow recipe (layer_path) keeps model A's vocabulary: a merged tokenizer "
+                             "('tokenizer' block, tokenizer_source: union) cannot apply")
+        if self.tokenizer_source is not None and self.tokenizer is not None:
+            raise ValueError("give 'tokenizer_source' or a 'tokenizer' block, not both (mergekit refuses both)")
         return self
+
+    @property
+    def tokenizer_settings(self) -> TokenizerSpec | None:
+        """The tokenizer to build (None: copy the config model's tokenizer files as they are)."""
+        return tokenizer_settings(self.tokenizer_source, self.tokenizer)
 
     @field_validator("merge_method")
     @classmethod
     def _method_known(cls, v: str) -> str:
         return _known_method(v)
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_readable(cls, v: str | None) -> str | None:
+        from evomerge.vocab.chat_template import check_chat_template
+
+        if v is not None:
+            check_chat_template(v)
+        return v
 
     # ---- what the recipe refers to -------------------------------------------------
     def referenced_models(self) -> list[str]:

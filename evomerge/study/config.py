@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evomerge.recipe.tokenizer import TokenizerSpec
 from evomerge.yamlfile import read_yaml, validate_mapping
 
 Direction = Literal["maximize", "minimize"]
@@ -30,6 +31,14 @@ class SourcesConfig(_Strict):
 
     base: str | None = None
     models: list[str] = Field(min_length=1)
+    # mergekit's tokenizer settings when the sources' vocabularies differ (a string is tokenizer_source's
+    # shorthand): every candidate recipe carries them and the workers hold the merged vocabulary
+    tokenizer: TokenizerSpec | None = None
+
+    @field_validator("tokenizer", mode="before")
+    @classmethod
+    def _source_shorthand(cls, v: Any) -> Any:
+        return {"source": v} if isinstance(v, str) else v
 
 
 class ObjectiveConfig(_Strict):

@@ -92,7 +92,12 @@ def build_space(config: RunConfig):
 
     assert config.sources is not None
     cfg = load_space(space_cfg) if isinstance(space_cfg, str) else space_cfg
-    return build(cfg, Sources(base=config.sources.base, models=list(config.sources.models)))
+    space = build(cfg, Sources(base=config.sources.base, models=list(config.sources.models)))
+    if config.sources.tokenizer is not None:
+        from evomerge.vocab.search import carry_tokenizer
+
+        carry_tokenizer(space, config.sources.tokenizer)
+    return space
 
 
 def build_runner(config: RunConfig, tasks: list) -> Runner:
@@ -108,6 +113,10 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
     if rc.type == "ray":
         from evomerge.exec.ray_runner import RayRunner
 
+        if config.sources is not None and config.sources.tokenizer is not None:
+            raise ConfigError("sources.tokenizer (sources with different vocabularies) runs on the local runner "
+                              "only for now; the Ray runner's shared sources do not carry the merged vocabulary")
+
         return RayRunner.from_config(config, tasks)
     import torch
 
@@ -117,7 +126,7 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
     assert config.sources is not None
     dtype = torch.float32 if rc.storage_dtype == "float32" else torch.bfloat16
     return LocalRunner(EvalWorker(config.sources.base, config.sources.models, tasks, device=rc.device,
-                                  storage_dtype=dtype, threads=rc.threads))
+                                  storage_dtype=dtype, threads=rc.threads, tokenizer=config.sources.tokenizer))
 
 
 def claim_run_dir(config: RunConfig) -> Path:

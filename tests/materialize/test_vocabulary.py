@@ -62,7 +62,11 @@ def test_embedding_rows_are_compared_when_configs_agree(two_vocabularies, tmp_pa
         merge_to_disk(_slices(a, liar), tmp_path / "out")
 
 
-def test_a_tokenizer_source_of_another_vocabulary_is_refused(family, two_vocabularies):
+def test_a_tokenizer_source_lays_rows_out_from_tokenizers_and_names_a_model_without_one(family, two_vocabularies):
+    """tokenizer_source: <model> of another vocabulary is mergekit's merge across vocabularies (tests/vocab):
+    it needs every model's tokenizer, and a model without a loadable one is refused in the plan, by name."""
+    from evomerge.errors import ConfigError
+
     _base, experts = family
     recipe = Recipe.model_validate({
         "models": [{"model": str(e), "parameters": {"weight": 1.0}} for e in experts[:2]],
@@ -71,7 +75,7 @@ def test_a_tokenizer_source_of_another_vocabulary_is_refused(family, two_vocabul
     checkpoints = open_checkpoints(recipe)
     checkpoints.update(open_checkpoints(Recipe.model_validate(
         {"models": [{"model": str(two_vocabularies[0])}], "merge_method": "passthrough"})))
-    with pytest.raises(CheckpointError, match="vocabulary sizes differ"):
+    with pytest.raises(ConfigError, match=rf"{experts[0]}: cannot load its tokenizer for the merged vocabulary"):
         plan_merge(recipe, checkpoints)
 
 

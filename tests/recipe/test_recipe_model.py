@@ -107,8 +107,14 @@ def test_unknown_key_is_named(tmp_path):
 def test_unsupported_mergekit_features_are_refused_by_name():
     with pytest.raises(ConfigError, match="'modules'.*does not support"):
         Recipe.from_dict({"modules": {"text": {}}, "merge_method": "linear"})
-    with pytest.raises(ConfigError, match="union"):
-        Recipe.from_dict({"models": [{"model": "a"}], "merge_method": "linear", "tokenizer_source": "union"})
+    with pytest.raises(ConfigError, match="not both"):
+        Recipe.from_dict({"models": [{"model": "a"}], "merge_method": "linear", "tokenizer_source": "union",
+                          "tokenizer": {"source": "base"}})
+    with pytest.raises(ConfigError, match="chat_template 'chatmlx'"):
+        Recipe.from_dict({"models": [{"model": "a"}], "merge_method": "linear", "chat_template": "chatmlx"})
+    with pytest.raises(ConfigError, match="tokenizer.tokens.*token_id"):
+        Recipe.from_dict({"models": [{"model": "a"}], "merge_method": "linear", "tokenizer": {
+            "tokens": {"<x>": {"source": {"kind": "model_token", "model": "a", "token": "a", "token_id": 1}}}}})
 
 
 def test_slices_of_unequal_length_are_refused():

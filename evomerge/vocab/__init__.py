@@ -1,0 +1,1 @@
+"""Merging across vocabularies: the merged tokenizer, row layouts of embedding/head tensors, chat templates."""
