@@ -72,3 +72,19 @@ def tiny_llama_family(root: str | Path, *, n_experts: int = 3, config=None, seed
         for k in range(n_experts)
     ]
     return base, experts
+
+
+TINY_WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "fast", "slow", "and", "then", "."]
+
+
+def save_word_tokenizer(folder: str | Path, words: list[str] = TINY_WORDS) -> None:
+    """A word-level tokenizer (ids below the tiny Llama's 64), saved beside the weights as a model's would be."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                            unk_token="<unk>").save_pretrained(folder)

@@ -22,7 +22,7 @@ import torch
 from evomerge.exec.base import Candidate, EvalResult
 from evomerge.fitness import FitnessTask, evaluate_all
 from evomerge.materialize.inplace import ResidentSources, materialize_into
-from evomerge.models import load_model
+from evomerge.models import load_model, resolve_model_dtype
 
 
 class EvalWorker:
@@ -30,8 +30,13 @@ class EvalWorker:
 
     def __init__(self, base: str | None, models: Sequence[str], tasks: Sequence[FitnessTask], *,
                  device: str = "cpu", storage_dtype: torch.dtype = torch.float32, name: str = "local",
-                 threads: int | None = None, resident: ResidentSources | None = None) -> None:
-        """``resident``: sources already held elsewhere (e.g. shared by a Ray node's workers); else read here."""
+                 threads: int | None = None, resident: ResidentSources | None = None,
+                 model_dtype: str | torch.dtype = "auto") -> None:
+        """``resident``: sources already held elsewhere (e.g. shared by a Ray node's workers); else read here.
+
+        ``model_dtype``: the model instance's dtype (``auto``: the template checkpoint's), so that the
+        weights scored are those a merge to that dtype writes (merged in float32, cast once).
+        """
         if threads:
             torch.set_num_threads(threads)
         self.name = name
@@ -42,7 +47,8 @@ class EvalWorker:
         self.resident = resident if resident is not None else ResidentSources.from_paths(
             list(models), base, device=device, storage_dtype=storage_dtype)
         template = base or models[0]
-        self.model, self.tokenizer = load_model(Path(template), device=device)
+        self.model_dtype = resolve_model_dtype(model_dtype, template)
+        self.model, self.tokenizer = load_model(Path(template), device=device, dtype=self.model_dtype)
         self._routed_cache: dict[str, Any] = {}
 
     def _model_for(self, candidate: Candidate) -> Any:

@@ -68,6 +68,8 @@ class RunnerConfig(_Strict):
     threads: int | None = Field(default=None, ge=1)
     target: str | None = None  # function runner: "package.module:function"
     storage_dtype: Literal["float32", "bfloat16"] = "float32"
+    # the scored model instance's dtype; auto: the sources' (a bf16 family is scored as the bf16 export)
+    model_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     # ray runner
     address: str | None = None
     workers: int = Field(default=1, ge=1)
