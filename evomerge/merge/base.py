@@ -182,5 +182,7 @@ class MergeMethod:
         if self.randomized:
             if seed is None:
                 raise MergeError(f"{where}: method '{self.name}' is randomised and needs an explicit seed")
-            generator = torch.Generator(device=inputs.device).manual_seed(seed)
+            # always a CPU generator, whatever the tensors' device: the masks are drawn on the CPU and moved,
+            # so a recipe and seed give the same merge on CPU and CUDA (the export is what the search scored)
+            generator = torch.Generator(device="cpu").manual_seed(seed)
         return self.fn(inputs, resolved, generator)
