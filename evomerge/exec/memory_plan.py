@@ -119,7 +119,7 @@ class WorkerPlan:
 
 
 def plan_worker(slots: Sequence[Slot], *, model_bytes: int, model_dtype: str, storage_dtype: str, gpu: bool,
-                capacity: int, reserve: int, host_budget: int) -> WorkerPlan:
+                capacity: int, reserve: int, host_budget: int, source_memory: int | None = None) -> WorkerPlan:
     """Place ``slots`` for one worker; ``error`` says, with the numbers, why nothing fits."""
     plan = WorkerPlan(gpu, model_bytes, model_dtype, storage_dtype, capacity, reserve, host_budget)
     free = capacity - reserve - model_bytes
@@ -132,6 +132,8 @@ def plan_worker(slots: Sequence[Slot], *, model_bytes: int, model_dtype: str, st
                       f"({human(reserve)}) need {human(model_bytes + reserve)}, but {where_model} has "
                       f"{human(capacity)} per worker; use {', '.join(ways)}")
         return plan
+    if source_memory is not None:  # runner.source_memory caps what the sources may hold on the device
+        free = min(free, source_memory)
     tiers = [(DEVICE, free)] + ([(HOST, max(0, host_budget))] if gpu else [])
     where = place(slots, tiers)
     for slot in slots:
@@ -217,9 +219,12 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
         else:
             capacity = host_memory // per_machine
         host_budget = 0
+    source_cap = None if rc.source_memory in (None, "auto") else parse_bytes(rc.source_memory)
+    if rc.host_memory not in (None, "auto") and gpu:
+        host_budget = parse_bytes(rc.host_memory)
     worker = plan_worker(slots, model_bytes=model_bytes, model_dtype=str(model_dtype).removeprefix("torch."),
                          storage_dtype=rc.storage_dtype, gpu=gpu, capacity=capacity, reserve=reserve_bytes,
-                         host_budget=host_budget)
+                         host_budget=host_budget, source_memory=source_cap)
     return MemoryPlan(workers, machines, gpus if gpu else 0.0, device_memory if gpu else None, host_memory, worker,
                       base, shared, notes)
 

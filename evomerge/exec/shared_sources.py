@@ -192,6 +192,9 @@ def unpack(state: Mapping[str, Any], paths: Mapping[str, str], device: str | tor
     resident._tensors = {m: {n: _from_numpy(a, dtype, device) for n, a in store.items()}
                          for m, store in state["tensors"].items()}
     resident.nbytes = int(state["nbytes"])
+    resident.tiers = {(key, n): "device" for key in resident.checkpoints for n in resident.checkpoints[key].names}
+    resident.streamed = False
+    resident._copy_stream = None
     return resident
 
 

@@ -10,7 +10,9 @@ path (same plan, same inputs, same method calls).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -31,7 +33,14 @@ class ResidentSources:
     """
 
     def __init__(self, checkpoints: Mapping[str, Checkpoint], base_model: str | None, *,
-                 device: str | torch.device = "cpu", storage_dtype: torch.dtype = torch.float32) -> None:
+                 device: str | torch.device = "cpu", storage_dtype: torch.dtype = torch.float32,
+                 budget: int | None = None, host_budget: int = 0) -> None:
+        """``budget``: bytes the sources may take on ``device`` (None: no limit). What does not fit goes, tensor by
+        tensor (the base first), to pinned host memory up to ``host_budget`` (CUDA only), and the rest is read
+        from the memory-mapped files for every candidate: the same values in every tier, only slower.
+        """
+        from evomerge.exec.memory_plan import DEVICE, FILES, HOST, Slot, place
+
         self.device = torch.device(device)
         self.storage_dtype = storage_dtype
         self.base_model = model_key(base_model) if base_model else None
@@ -43,21 +52,68 @@ class ResidentSources:
         self._base: dict[str, torch.Tensor] = {}
         self._tensors: dict[str, dict[str, torch.Tensor]] = {}
         self.nbytes = 0
+        order = sorted(self.checkpoints, key=lambda k: k != self.base_model)  # the base first
+        itemsize = storage_dtype.itemsize
+        slots = [Slot(k, n, math.prod(self.checkpoints[k].info(n).shape) * itemsize, 0)
+                 for k in order for n in self.checkpoints[k].names]
+        capacities = [(DEVICE, budget if budget is not None else sum(s.resident for s in slots))]
+        if self.device.type == "cuda" and host_budget > 0:
+            capacities.append((HOST, host_budget))
+        self.tiers = place(slots, capacities)  # (key, name) -> device | host | files
+        self.streamed = any(t != DEVICE for t in self.tiers.values())
+        self._copy_stream = None
         base_ckpt = self.checkpoints.get(self.base_model) if self.base_model else None
+        base_names = set(base_ckpt.names) if base_ckpt is not None else set()
         if base_ckpt is not None:
             for name in base_ckpt.names:
-                self._base[name] = self._load(base_ckpt, name)
+                tier = self.tiers[(self.base_model, name)]
+                if tier != FILES:
+                    self._base[name] = self._keep(self._load(base_ckpt, name).to(storage_dtype), tier)
         for key, ckpt in self.checkpoints.items():
             if key == self.base_model:
                 continue
             store: dict[str, torch.Tensor] = {}
             for name in ckpt.names:
-                tensor = self._load(ckpt, name, keep=False)
-                if name in self._base:
-                    tensor = tensor - self._base[name].float()
-                store[name] = tensor.to(storage_dtype)
-                self.nbytes += store[name].numel() * store[name].element_size()
+                tier = self.tiers[(key, name)]
+                if tier == FILES:
+                    continue
+                tensor = self._load(ckpt, name)
+                if name in base_names:
+                    tensor = tensor - self._base_f32(name)
+                store[name] = self._keep(tensor.to(storage_dtype), tier)
             self._tensors[key] = store
+
+    def _keep(self, tensor: torch.Tensor, tier: str) -> torch.Tensor:
+        """Hold ``tensor`` in its tier: as is on the device, or pinned in host memory."""
+        if tier != "device":
+            tensor = tensor.to("cpu").pin_memory()
+        self.nbytes += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def _base_f32(self, name: str) -> torch.Tensor:
+        """The base tensor at the storage dtype, widened, on the device: held, or read from its file."""
+        held = self._base.get(name)
+        if held is None:
+            assert self.base_model is not None
+            held = self._read(self.base_model, name).to(self.storage_dtype)
+        return held.to(self.device, non_blocking=True).float()
+
+    def _read(self, key: str, name: str) -> torch.Tensor:
+        """A source tensor from its memory-mapped file, in float32 on the device (the file tier, per candidate)."""
+        return self.checkpoints[key].get(name, device=self.device).float()
+
+    def _delta(self, key: str, name: str, base: torch.Tensor | None) -> torch.Tensor:
+        """Task vector (or, without a base, the source) in float32 on the device, from whichever tier holds it."""
+        held = self._tensors.get(key, {}).get(name)
+        if held is not None:
+            return held.to(self.device, non_blocking=True).float()
+        tensor = self._read(key, name)
+        if base is not None:
+            # rounded to the storage dtype as the held task vectors are: every tier gives the same values
+            tensor = (tensor - base).to(self.storage_dtype).float()
+        elif self.storage_dtype != torch.float32:
+            tensor = tensor.to(self.storage_dtype).float()
+        return tensor
 
     @classmethod
     def from_paths(cls, paths: list[str | Path], base_model: str | Path | None, **kwargs) -> ResidentSources:
@@ -67,32 +123,27 @@ class ResidentSources:
         return cls({k: Checkpoint.open(p) for k, p in keys.items()},
                    str(base_model) if base_model is not None else None, **kwargs)
 
-    def _load(self, ckpt: Checkpoint, name: str, *, keep: bool = True) -> torch.Tensor:
+    def _load(self, ckpt: Checkpoint, name: str) -> torch.Tensor:
         tensor = ckpt.get(name, device=self.device)
         if not all_finite(tensor):
             check_finite(tensor, name=name, path=ckpt.info(name).file)  # raises, naming tensor and file
-        tensor = tensor.float()
-        if keep:
-            stored = tensor.to(self.storage_dtype)
-            self.nbytes += stored.numel() * stored.element_size()
-            return stored
-        return tensor
+        return tensor.float()
 
     @property
     def models(self) -> list[str]:
         return list(self.checkpoints)
 
     def gather(self, task: TensorTask) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        """A task's inputs from resident memory, in the form ``run_task`` takes."""
+        """A task's inputs in float32 on the device, in the form ``run_task`` takes."""
         if task.base is None:
             if self.base_model is not None:
                 # Resident as task vectors, but this task wants raw sources.
                 return None, [self._source(ref) for ref in task.sources]
-            return None, [self._tensors[ref.model][ref.name].float() for ref in task.sources]
+            return None, [self._delta(ref.model, ref.name, None) for ref in task.sources]
         if task.base.model != self.base_model:
             raise MergeError(f"tensor '{task.out_name}': recipe base {task.base.model} is not the resident base "
                              f"{self.base_model}")
-        base = self._base[task.base.name].float()
+        base = self._base_f32(task.base.name)
         deltas = []
         for ref in task.sources:
             if ref.model == self.base_model:
@@ -103,13 +154,25 @@ class ResidentSources:
             if ref.name != task.base.name:
                 raise MergeError(f"tensor '{task.out_name}': in-place merging needs each source's layer aligned "
                                  f"with the base's ({ref.name} vs {task.base.name}); use the streaming merge")
-            deltas.append(self._tensors[ref.model][ref.name].float())
+            deltas.append(self._delta(ref.model, ref.name, base))
         return base, deltas
 
+    def gather_ready(self, task: TensorTask) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """``gather`` for a background thread: on CUDA its copies run on a side stream, finished on return."""
+        if self.device.type != "cuda":
+            return self.gather(task)
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._copy_stream):
+            base, inputs = self.gather(task)
+        self._copy_stream.synchronize()
+        return base, inputs
+
     def _source(self, ref: TensorRef) -> torch.Tensor:
+        base = self._base_f32(ref.name)
         if ref.model == self.base_model:
-            return self._base[ref.name].float()
-        return self._base[ref.name].float() + self._tensors[ref.model][ref.name].float()
+            return base
+        return base + self._delta(ref.model, ref.name, base)
 
     def plan(self, recipe: Recipe) -> MergePlan:
         return plan_merge(recipe, self.checkpoints)
@@ -129,11 +192,30 @@ def materialize_into(model: torch.nn.Module, recipe: Recipe, resident: ResidentS
         raise MergeError(f"the resident model has no parameter for {len(missing)} merged tensor(s), "
                          f"e.g. {missing[:3]}; is it the same architecture as the sources?")
     with torch.no_grad():
-        for task in plan.tasks:
-            target = params[task.out_name]
-            if tuple(target.shape) != task.shape:
-                raise MergeError(f"tensor '{task.out_name}': model has shape {tuple(target.shape)}, "
-                                 f"merge gives {task.shape}")
-            base, inputs = resident.gather(task)
-            target.copy_(run_task(task, base, inputs))
+        if not resident.streamed:
+            for task in plan.tasks:
+                _check_shape(params[task.out_name], task)
+                base, inputs = resident.gather(task)
+                params[task.out_name].copy_(run_task(task, base, inputs))
+            return plan
+        # Some inputs come from host memory or the files: fetch the next tensor's while this one merges
+        # (reads and copies release the GIL); at most two tasks' inputs are alive at once.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomerge-fetch") as fetcher:
+            pending = fetcher.submit(resident.gather_ready, plan.tasks[0]) if plan.tasks else None
+            for i, task in enumerate(plan.tasks):
+                assert pending is not None
+                base, inputs = pending.result()
+                if i + 1 < len(plan.tasks):
+                    pending = fetcher.submit(resident.gather_ready, plan.tasks[i + 1])
+                for t in (*([base] if base is not None else []), *inputs):
+                    if t.is_cuda:  # made on the side stream, used on this one
+                        t.record_stream(torch.cuda.current_stream(t.device))
+                _check_shape(params[task.out_name], task)
+                params[task.out_name].copy_(run_task(task, base, inputs))
+                del base, inputs
     return plan
+
+
+def _check_shape(target: torch.Tensor, task: TensorTask) -> None:
+    if tuple(target.shape) != task.shape:
+        raise MergeError(f"tensor '{task.out_name}': model has shape {tuple(target.shape)}, merge gives {task.shape}")
