@@ -28,6 +28,8 @@ import torch
 
 from evomerge.errors import CheckpointError
 from evomerge.io.checkpoint import Checkpoint
+from evomerge.io.mapped import MappedFiles
+from evomerge.materialize.execute import BufferPool
 from evomerge.materialize.inplace import ResidentSources
 from evomerge.materialize.plan import model_key
 
@@ -195,6 +197,8 @@ def unpack(state: Mapping[str, Any], paths: Mapping[str, str], device: str | tor
     resident.tiers = {(key, n): "device" for key in resident.checkpoints for n in resident.checkpoints[key].names}
     resident.streamed = False
     resident._copy_stream = None
+    resident._pool = BufferPool()
+    resident._mapped = MappedFiles()
     return resident
 
 

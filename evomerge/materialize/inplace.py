@@ -19,7 +19,8 @@ import torch
 
 from evomerge.errors import CheckpointError, MergeError
 from evomerge.io.checkpoint import Checkpoint, check_compatible, check_finite
-from evomerge.materialize.execute import all_finite, run_task
+from evomerge.io.mapped import MappedFiles
+from evomerge.materialize.execute import BufferPool, all_finite, run_task
 from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_key, plan_merge
 from evomerge.recipe.model import Recipe
 
@@ -62,6 +63,8 @@ class ResidentSources:
         self.tiers = place(slots, capacities)  # (key, name) -> device | host | files
         self.streamed = any(t != DEVICE for t in self.tiers.values())
         self._copy_stream = None
+        self._pool = BufferPool()  # float32 buffers for tensors read per candidate, reused across tensors
+        self._mapped = MappedFiles()  # the file tier: mapped once, read per candidate
         base_ckpt = self.checkpoints.get(self.base_model) if self.base_model else None
         base_names = set(base_ckpt.names) if base_ckpt is not None else set()
         if base_ckpt is not None:
@@ -90,30 +93,41 @@ class ResidentSources:
         self.nbytes += tensor.numel() * tensor.element_size()
         return tensor
 
-    def _base_f32(self, name: str) -> torch.Tensor:
+    def _base_f32(self, name: str, pooled: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The base tensor at the storage dtype, widened, on the device: held, or read from its file."""
         held = self._base.get(name)
         if held is None:
             assert self.base_model is not None
-            held = self._read(self.base_model, name).to(self.storage_dtype)
+            return _round_to(self._read(self.base_model, name, pooled), self.storage_dtype)
         return held.to(self.device, non_blocking=True).float()
 
-    def _read(self, key: str, name: str) -> torch.Tensor:
-        """A source tensor from its memory-mapped file, in float32 on the device (the file tier, per candidate)."""
-        return self.checkpoints[key].get(name, device=self.device).float()
+    def _read(self, key: str, name: str, pooled: list[torch.Tensor] | None) -> torch.Tensor:
+        """A source tensor from its memory-mapped file, in a float32 buffer on the device (the file tier, per
+        candidate). Buffers taken from the pool are listed in ``pooled``.
+        """
+        tensor = self._mapped.view(self.checkpoints[key], name)  # read-only: copied below, never written
+        if pooled is None or self.device.type != "cpu":
+            tensor = tensor.to(self.device, torch.float32, copy=True)
+        else:
+            tensor = self._pool.widen(tensor)
+            pooled.append(tensor)
+        return tensor
 
-    def _delta(self, key: str, name: str, base: torch.Tensor | None) -> torch.Tensor:
+    def _delta(self, key: str, name: str, base: torch.Tensor | None,
+               pooled: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Task vector (or, without a base, the source) in float32 on the device, from whichever tier holds it."""
         held = self._tensors.get(key, {}).get(name)
         if held is not None:
             return held.to(self.device, non_blocking=True).float()
-        tensor = self._read(key, name)
+        tensor = self._read(key, name, pooled)
         if base is not None:
-            # rounded to the storage dtype as the held task vectors are: every tier gives the same values
-            tensor = (tensor - base).to(self.storage_dtype).float()
-        elif self.storage_dtype != torch.float32:
-            tensor = tensor.to(self.storage_dtype).float()
-        return tensor
+            tensor.sub_(base)
+        # rounded to the storage dtype as the held task vectors are: every tier gives the same values
+        return _round_to(tensor, self.storage_dtype)
+
+    def give_back(self, pooled: list[torch.Tensor]) -> None:
+        """Return the buffers a finished task read into (``pooled`` from ``gather``) for the next tensors."""
+        self._pool.give_back(pooled)
 
     @classmethod
     def from_paths(cls, paths: list[str | Path], base_model: str | Path | None, **kwargs) -> ResidentSources:
@@ -133,17 +147,21 @@ class ResidentSources:
     def models(self) -> list[str]:
         return list(self.checkpoints)
 
-    def gather(self, task: TensorTask) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        """A task's inputs in float32 on the device, in the form ``run_task`` takes."""
+    def gather(self, task: TensorTask, pooled: list[torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """A task's inputs in float32 on the device, in the form ``run_task`` takes.
+
+        With ``pooled``, tensors read from the files go into reused buffers, listed there for ``give_back``.
+        """
         if task.base is None:
             if self.base_model is not None:
                 # Resident as task vectors, but this task wants raw sources.
                 return None, [self._source(ref) for ref in task.sources]
-            return None, [self._delta(ref.model, ref.name, None) for ref in task.sources]
+            return None, [self._delta(ref.model, ref.name, None, pooled) for ref in task.sources]
         if task.base.model != self.base_model:
             raise MergeError(f"tensor '{task.out_name}': recipe base {task.base.model} is not the resident base "
                              f"{self.base_model}")
-        base = self._base_f32(task.base.name)
+        base = self._base_f32(task.base.name, pooled)
         deltas = []
         for ref in task.sources:
             if ref.model == self.base_model:
@@ -154,19 +172,22 @@ class ResidentSources:
             if ref.name != task.base.name:
                 raise MergeError(f"tensor '{task.out_name}': in-place merging needs each source's layer aligned "
                                  f"with the base's ({ref.name} vs {task.base.name}); use the streaming merge")
-            deltas.append(self._delta(ref.model, ref.name, base))
+            deltas.append(self._delta(ref.model, ref.name, base, pooled))
         return base, deltas
 
-    def gather_ready(self, task: TensorTask) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        """``gather`` for a background thread: on CUDA its copies run on a side stream, finished on return."""
+    def gather_ready(self, task: TensorTask) -> tuple[torch.Tensor | None, list[torch.Tensor], list[torch.Tensor]]:
+        """``gather`` for a background thread, plus its pooled buffers; on CUDA its copies run on a side stream,
+        finished on return.
+        """
+        pooled: list[torch.Tensor] = []
         if self.device.type != "cuda":
-            return self.gather(task)
+            return (*self.gather(task, pooled), pooled)
         if self._copy_stream is None:
             self._copy_stream = torch.cuda.Stream(self.device)
         with torch.cuda.stream(self._copy_stream):
-            base, inputs = self.gather(task)
+            base, inputs = self.gather(task, pooled)
         self._copy_stream.synchronize()
-        return base, inputs
+        return base, inputs, pooled
 
     def _source(self, ref: TensorRef) -> torch.Tensor:
         base = self._base_f32(ref.name)
@@ -204,7 +225,7 @@ def materialize_into(model: torch.nn.Module, recipe: Recipe, resident: ResidentS
             pending = fetcher.submit(resident.gather_ready, plan.tasks[0]) if plan.tasks else None
             for i, task in enumerate(plan.tasks):
                 assert pending is not None
-                base, inputs = pending.result()
+                base, inputs, pooled = pending.result()
                 if i + 1 < len(plan.tasks):
                     pending = fetcher.submit(resident.gather_ready, plan.tasks[i + 1])
                 for t in (*([base] if base is not None else []), *inputs):
@@ -213,7 +234,13 @@ def materialize_into(model: torch.nn.Module, recipe: Recipe, resident: ResidentS
                 _check_shape(params[task.out_name], task)
                 params[task.out_name].copy_(run_task(task, base, inputs))
                 del base, inputs
+                resident.give_back(pooled)  # written: nothing reads these buffers any more
     return plan
+
+
+def _round_to(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` (float32) rounded to ``dtype``'s precision, in place: as a task vector held at ``dtype`` is."""
+    return tensor if dtype == torch.float32 else tensor.copy_(tensor.to(dtype))
 
 
 def _check_shape(target: torch.Tensor, task: TensorTask) -> None:
