@@ -199,6 +199,8 @@ def unpack(state: Mapping[str, Any], paths: Mapping[str, str], device: str | tor
     resident._copy_stream = None
     resident._pool = BufferPool()
     resident._mapped = MappedFiles()
+    resident._orders = {}
+    resident.order_bytes = 0
     return resident
 
 

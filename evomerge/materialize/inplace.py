@@ -22,7 +22,11 @@ from evomerge.io.checkpoint import Checkpoint, check_compatible, check_finite
 from evomerge.io.mapped import MappedFiles
 from evomerge.materialize.execute import BufferPool, all_finite, run_task
 from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_key, plan_merge
+from evomerge.merge.methods.sparsify import MagnitudeOrder
 from evomerge.recipe.model import Recipe
+
+# methods whose trim is ``magnitude_prune`` and that take the task vectors' precomputed orders
+ORDERED_METHODS = frozenset({"ties"})
 
 
 class ResidentSources:
@@ -65,6 +69,8 @@ class ResidentSources:
         self._copy_stream = None
         self._pool = BufferPool()  # float32 buffers for tensors read per candidate, reused across tensors
         self._mapped = MappedFiles()  # the file tier: mapped once, read per candidate
+        self._orders: dict[tuple[str, str], MagnitudeOrder] = {}  # built on first use by a magnitude top-k
+        self.order_bytes = 0
         base_ckpt = self.checkpoints.get(self.base_model) if self.base_model else None
         base_names = set(base_ckpt.names) if base_ckpt is not None else set()
         if base_ckpt is not None:
@@ -124,6 +130,26 @@ class ResidentSources:
             tensor.sub_(base)
         # rounded to the storage dtype as the held task vectors are: every tier gives the same values
         return _round_to(tensor, self.storage_dtype)
+
+    def orders(self, task: TensorTask, deltas: list[torch.Tensor]) -> list[MagnitudeOrder | None] | None:
+        """Each task vector's magnitude order, for methods whose trim is a magnitude top-k (built once, kept).
+
+        Only for task vectors held on the device: one byte per entry, so a new density per candidate
+        costs one comparison pass instead of a selection over the float32 magnitudes.
+        """
+        if task.method not in ORDERED_METHODS or task.base is None:
+            return None
+        out: list[MagnitudeOrder | None] = []
+        for ref, delta in zip(task.sources, deltas, strict=True):
+            key = (ref.model, ref.name)
+            if self.tiers.get(key) != "device" or ref.model == self.base_model:
+                out.append(None)
+                continue
+            if key not in self._orders:
+                self._orders[key] = MagnitudeOrder(delta)
+                self.order_bytes += self._orders[key].nbytes
+            out.append(self._orders[key])
+        return out
 
     def give_back(self, pooled: list[torch.Tensor]) -> None:
         """Return the buffers a finished task read into (``pooled`` from ``gather``) for the next tensors."""
@@ -217,7 +243,7 @@ def materialize_into(model: torch.nn.Module, recipe: Recipe, resident: ResidentS
             for task in plan.tasks:
                 _check_shape(params[task.out_name], task)
                 base, inputs = resident.gather(task)
-                params[task.out_name].copy_(run_task(task, base, inputs))
+                params[task.out_name].copy_(run_task(task, base, inputs, resident.orders(task, inputs)))
             return plan
         # Some inputs come from host memory or the files: fetch the next tensor's while this one merges
         # (reads and copies release the GIL); at most two tasks' inputs are alive at once.
@@ -232,7 +258,7 @@ def materialize_into(model: torch.nn.Module, recipe: Recipe, resident: ResidentS
                     if t.is_cuda:  # made on the side stream, used on this one
                         t.record_stream(torch.cuda.current_stream(t.device))
                 _check_shape(params[task.out_name], task)
-                params[task.out_name].copy_(run_task(task, base, inputs))
+                params[task.out_name].copy_(run_task(task, base, inputs, resident.orders(task, inputs)))
                 del base, inputs
                 resident.give_back(pooled)  # written: nothing reads these buffers any more
     return plan
