@@ -92,7 +92,11 @@ class EvalActor:
         if spec.memory_budget_bytes is not None:
             available = min(available, spec.memory_budget_bytes)
         views = shared is not None and device.type == "cpu"
-        check_fits(sizes, available, self.device, sources_resident=not views)
+        # only the model instance must fit: sources beyond the budget go to pinned host memory / the files
+        check_fits(sizes, available, self.device, sources_resident=False)
+        source_memory: int | str = "auto"
+        if spec.memory_budget_bytes is not None:
+            source_memory = max(0, available - sizes.model)
         resident = None
         if shared is not None:
             try:
@@ -105,7 +109,7 @@ class EvalActor:
             self.shared = views
         self._worker = EvalWorker(spec.base, list(spec.models), list(spec.tasks), device=self.device,
                                   storage_dtype=DTYPES[spec.storage_dtype], name=self.name, threads=spec.threads,
-                                  resident=resident, model_dtype=spec.model_dtype)
+                                  resident=resident, model_dtype=spec.model_dtype, source_memory=source_memory)
         self.resident_bytes = int(self._worker.resident.nbytes)
 
     def info(self) -> dict[str, Any]:
