@@ -372,12 +372,16 @@ def serve_cmd(
     models_root: Annotated[Path | None, typer.Option(help="Allow reading source checkpoints under this folder.")]
     = None,
     max_body_bytes: Annotated[str, typer.Option(help="Largest request body, e.g. 1MB.")] = "1MB",
+    database: Annotated[str | None, typer.Option(envvar="EVOMERGE_DATABASE", help="SQLAlchemy URL holding the "
+                                                  "studies' trials, e.g. postgresql+psycopg2://user@host/db "
+                                                  "(default: a sqlite file per study folder).")] = None,
 ) -> None:
     """Serve the ask/tell API: clients create studies, ask candidate recipes, score them anywhere, tell scores."""
     from evomerge.server import serve
 
     out.print(f"evomerge API on http://{host}:{port} (OpenAPI: /docs), studies under {storage}")
-    serve(storage, host=host, port=port, token=token, models_root=models_root, max_body_bytes=_size(max_body_bytes))
+    serve(storage, host=host, port=port, token=token, models_root=models_root, max_body_bytes=_size(max_body_bytes),
+          database=database)
 
 
 def _mount_optional_subapps() -> None:

@@ -27,7 +27,8 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-          models_root: str | Path | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+          models_root: str | Path | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+          database: str | None = None) -> None:
     """Run the API until interrupted. A non-loopback ``host`` needs ``token`` (clients send it as a bearer)."""
     import uvicorn
 
@@ -38,5 +39,5 @@ def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token:
         raise ConfigError("the token must be at least 16 characters (e.g. `python -c 'import secrets; "
                           "print(secrets.token_urlsafe())'`)")
     settings = ServerSettings(root=Path(root), token=token, max_body_bytes=max_body_bytes,
-                              models_root=Path(models_root) if models_root else None)
+                              models_root=Path(models_root) if models_root else None, database=database)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")

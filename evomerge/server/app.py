@@ -54,6 +54,7 @@ class ServerSettings:
     models_root: Path | None = None
     max_body_bytes: int = MAX_BODY_BYTES
     max_studies: int = 1000
+    database: str | None = None  # SQLAlchemy URL for the studies' trials (e.g. PostgreSQL); None: sqlite per study
 
 
 class BodyLimit:
@@ -113,7 +114,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    registry = StudyRegistry(settings.root, settings.models_root, settings.max_studies)
+    registry = StudyRegistry(settings.root, settings.models_root, settings.max_studies, settings.database)
     app = FastAPI(title="evomerge", version="1", description="Ask/tell model-merge search with client-side scoring.")
     app.state.token = settings.token.encode() if settings.token else None
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -150,15 +150,20 @@ class RemoteStudy:
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, data: dict[str, Any], extras: dict[str, Any], models_root: Path | None) -> RemoteStudy:
-        """Validate ``data`` (a run config without runner/output/storage) and make the study's folder."""
+    def create(cls, root: Path, data: dict[str, Any], extras: dict[str, Any], models_root: Path | None,
+               database: str | None = None) -> RemoteStudy:
+        """Validate ``data`` (a run config without runner/output/storage) and make the study's folder.
+
+        ``database``: the server's SQLAlchemy URL (e.g. PostgreSQL) holding every study's trials, set by
+        whoever runs the server, never by a client; None keeps them in the study folder's sqlite file.
+        """
         folder = study_dir(root, str(data.get("name")))
         if folder.exists() and not (folder / SERVER_FILE).is_file():
             shutil.rmtree(folder)  # a creation a crash interrupted (server.json is written last)
         if folder.exists():
             raise ConflictError(f"study '{data['name']}' already exists; pick another name or use it")
-        cfg = RunConfig.from_dict({**data, "output": str(folder), "runner": {"type": "remote"}, "test_split": None},
-                                  source="study config")
+        cfg = RunConfig.from_dict({**data, "output": str(folder), "runner": {"type": "remote"}, "test_split": None,
+                                   **({"storage": database} if database else {})}, source="study config")
         space = build_remote_space(cfg, extras, models_root)
         folder.mkdir(parents=True)
         try:
@@ -383,7 +388,9 @@ def open_remote_study(folder: Path, models_root: Path | None = None, *, trusted:
 class StudyRegistry:
     """The studies under one storage root, opened lazily and kept open; one instance per server process."""
 
-    def __init__(self, root: Path, models_root: Path | None = None, max_studies: int = 1000) -> None:
+    def __init__(self, root: Path, models_root: Path | None = None, max_studies: int = 1000,
+                 database: str | None = None) -> None:
+        self.database = database
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.models_root = models_root
@@ -398,7 +405,7 @@ class StudyRegistry:
         with self._lock:
             if len(self.names()) >= self.max_studies:
                 raise ConflictError(f"this server holds its maximum of {self.max_studies} studies")
-            study = RemoteStudy.create(self.root, data, extras, self.models_root)
+            study = RemoteStudy.create(self.root, data, extras, self.models_root, self.database)
             self._open[study.name] = study
             return study
 
