@@ -201,6 +201,7 @@ def unpack(state: Mapping[str, Any], paths: Mapping[str, str], device: str | tor
     resident._mapped = MappedFiles()
     resident._orders = {}
     resident.order_bytes = 0
+    resident._budget = None
     return resident
 
 

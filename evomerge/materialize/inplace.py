@@ -71,6 +71,7 @@ class ResidentSources:
         self._mapped = MappedFiles()  # the file tier: mapped once, read per candidate
         self._orders: dict[tuple[str, str], MagnitudeOrder] = {}  # built on first use by a magnitude top-k
         self.order_bytes = 0
+        self._budget = budget
         base_ckpt = self.checkpoints.get(self.base_model) if self.base_model else None
         base_names = set(base_ckpt.names) if base_ckpt is not None else set()
         if base_ckpt is not None:
@@ -134,8 +135,9 @@ class ResidentSources:
     def orders(self, task: TensorTask, deltas: list[torch.Tensor]) -> list[MagnitudeOrder | None] | None:
         """Each task vector's magnitude order, for methods whose trim is a magnitude top-k (built once, kept).
 
-        Only for task vectors held on the device: one byte per entry, so a new density per candidate
-        costs one comparison pass instead of a selection over the float32 magnitudes.
+        Only for task vectors held on the device, and only while the sources' ``budget`` has room for
+        them (one byte per entry): a new density per candidate then costs one comparison pass instead of
+        a selection over the float32 magnitudes.
         """
         if task.method not in ORDERED_METHODS or task.base is None:
             return None
@@ -146,6 +148,9 @@ class ResidentSources:
                 out.append(None)
                 continue
             if key not in self._orders:
+                if self._budget is not None and self.nbytes + self.order_bytes + delta.numel() > self._budget:
+                    out.append(None)  # no room: the plain selection, same mask
+                    continue
                 self._orders[key] = MagnitudeOrder(delta)
                 self.order_bytes += self._orders[key].nbytes
             out.append(self._orders[key])

@@ -51,3 +51,16 @@ def test_a_resident_worker_builds_the_orders_once_and_reuses_them(family):
         materialize_into(model, recipe, resident)
         held = sum(t.numel() for store in resident._tensors.values() for t in store.values())
         assert resident.order_bytes == held  # one byte per task-vector entry, built by the first candidate
+
+
+def test_orders_are_built_only_while_the_budget_has_room(family):
+    base, experts = family
+    full = ResidentSources.from_paths(list(experts), base)
+    resident = ResidentSources.from_paths(list(experts), base, budget=full.nbytes)  # everything held, no room
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    recipe = Recipe.model_validate({"models": [{"model": str(e), "parameters": {"weight": 1.0, "density": 0.5}}
+                                               for e in experts], "base_model": str(base), "merge_method": "ties"})
+    materialize_into(model, recipe, resident)
+    assert not resident.streamed and resident.order_bytes == 0
