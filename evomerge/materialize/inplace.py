@@ -34,7 +34,10 @@ class ResidentSources:
 
     ``storage_dtype`` trades memory for exactness: float32 (default) reproduces
     the streaming merge bit for bit; bfloat16 halves the memory of 7B sources.
-    Without a base model the sources are kept in full.
+    Without a base model the sources are kept in full. With a ``budget`` smaller
+    than the sources, the rest is kept in pinned host memory (CUDA) or read from
+    the mapped files per candidate (``tiers`` says which, per tensor; the same
+    placement ``evomerge plan`` prints), with the same values in every tier.
     """
 
     def __init__(self, checkpoints: Mapping[str, Checkpoint], base_model: str | None, *,
