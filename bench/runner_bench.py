@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shutil
 import statistics
@@ -237,13 +238,72 @@ def bench_memory(tmp: Path) -> list[tuple[str, WorkerState, int]]:
     return out
 
 
+def bench_tiered(tmp: Path, n: int, share: float = 0.25) -> dict[str, float]:
+    """Sources larger than the memory budget (``share`` of them held, the rest read from the mapped files).
+
+    Per-candidate in-place merge (task arithmetic, 3 bf16 experts + base, float32 storage) against that tier's
+    floor measured in the same run: copying every streamed tensor once out of its mapped file into a reused
+    float32 buffer (the merge must at least do that; it also subtracts the base and merges).
+    """
+    from evomerge.io.checkpoint import Checkpoint
+    from evomerge.io.mapped import MappedFiles
+    from evomerge.testing import tiny_llama_config, tiny_llama_family
+
+    config = tiny_llama_config(hidden_size=512, intermediate_size=1376, num_layers=8, num_heads=8, num_kv_heads=8,
+                               vocab_size=16000)
+    base, experts = tiny_llama_family(tmp / "tiered", n_experts=3, config=config, dtype=torch.bfloat16)
+    zoo = Zoo("tiered", str(base), [str(e) for e in experts], [])
+    full = sum(4 * math.prod(info.shape) for p in (base, *experts)
+               for ckpt in [Checkpoint.open(p)] for info in map(ckpt.info, ckpt.names))
+    budget = int(share * full)
+    worker = EvalWorker(zoo.base, zoo.experts, [], threads=1, source_memory=budget)
+    resident = worker.resident
+    streamed = [(k, name) for (k, name), tier in resident.tiers.items() if tier == "files"]
+    cands = candidates(zoo, n + 1)
+    materialize_into(worker.model, cands[0].recipe, resident)  # warm: page cache, allocator
+    merge = []
+    for c in cands[1:]:
+        t0 = time.perf_counter()
+        materialize_into(worker.model, c.recipe, resident)
+        merge.append(time.perf_counter() - t0)
+    # the floor: every streamed tensor copied once out of its (already mapped, warm) file into a float32 buffer
+    files = MappedFiles()
+    views = [files.view(resident.checkpoints[k], name) for k, name in streamed]
+    buf = torch.empty(max(v.numel() for v in views), dtype=torch.float32)
+    floors = []
+    for _ in range(4):
+        t0 = time.perf_counter()
+        for v in views:
+            buf[:v.numel()].view(v.shape).copy_(v)
+        floors.append(time.perf_counter() - t0)
+    floors = floors[1:]  # the first pass maps the pages in
+    held = EvalWorker(zoo.base, zoo.experts, [], threads=1, source_memory=None)
+    materialize_into(held.model, cands[0].recipe, held.resident)
+    resident_s = []
+    for c in cands[1:]:
+        t0 = time.perf_counter()
+        materialize_into(held.model, c.recipe, held.resident)
+        resident_s.append(time.perf_counter() - t0)
+    streamed_bytes = sum(resident.checkpoints[k].info(name).nbytes for k, name in streamed)
+    return {"sources_mib": full / MIB, "budget_mib": budget / MIB, "held_mib": resident.nbytes / MIB,
+            "streamed_mib": streamed_bytes / MIB, "merge_s": statistics.median(merge),
+            "floor_s": statistics.median(floors), "resident_s": statistics.median(resident_s)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=40, help="per run on tinylm (x10 on digits: ~1 ms each)")
     parser.add_argument("--zoos", default="tinylm,digits")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory-per-worker section")
+    parser.add_argument("--tiered-only", action="store_true",
+                        help="only the sources-larger-than-memory section (no Ray)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.tiered_only:
+        with tempfile.TemporaryDirectory(prefix="runner-bench-") as tmp:
+            print_tiered(bench_tiered(Path(tmp), 5))
+        print(f"\ncommand: {' '.join([sys.executable, *sys.argv])}")
+        return
     load0 = os.getloadavg()
     connect(None, num_cpus=2, object_store_memory=1024 * MIB, log_to_driver=False)
     rows: list[Row] = []
@@ -259,6 +319,7 @@ def main() -> None:
             rows += r
             merges[zoo.name] = m
         memory = [] if args.no_memory else bench_memory(Path(tmp))
+        tiered = bench_tiered(Path(tmp), 5)
     import ray
 
     ray.shutdown()
@@ -288,7 +349,16 @@ def main() -> None:
         for label, st, resident in memory:
             print(f"| {label} | {st.name} | {resident / MIB:.0f} | {st.memory['rss'] / MIB:.0f} | "
                   f"{st.memory['uss'] / MIB:.0f} | {st.memory['pss'] / MIB:.0f} |")
+    print_tiered(tiered)
     print(f"\ncommand: {' '.join([sys.executable, *sys.argv])}")
+
+
+def print_tiered(r: dict[str, float]) -> None:
+    print("\n| sources (float32 resident) MiB | source_memory MiB | held MiB | read per candidate MiB | "
+          "in-place merge s/candidate | floor: read the streamed bytes once, s | ratio | all held, s |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {r['sources_mib']:.0f} | {r['budget_mib']:.0f} | {r['held_mib']:.0f} | {r['streamed_mib']:.0f} | "
+          f"{r['merge_s']:.3f} | {r['floor_s']:.3f} | {r['merge_s'] / r['floor_s']:.2f}x | {r['resident_s']:.3f} |")
 
 
 if __name__ == "__main__":

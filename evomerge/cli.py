@@ -237,6 +237,40 @@ def run(
     _search(RunConfig.load(config), None, test)
 
 
+@app.command("plan")
+def plan_cmd(
+    config: Annotated[Path, typer.Argument(help="Run config YAML.")],
+    device_memory: Annotated[str | None, typer.Option(help="Memory of one GPU, e.g. 80GiB (default: this GPU's).")]
+    = None,
+    host_memory: Annotated[str | None, typer.Option(help="Host memory per machine, e.g. 512GiB (default: what "
+                                                          "this machine has available).")] = None,
+    machines: Annotated[int, typer.Option(help="Machines the Ray workers are spread over.")] = 1,
+    reserve: Annotated[str | None, typer.Option(help="Memory kept free per worker for activations / KV cache "
+                                                      "(default: 10% of a GPU, 5% of the host, at least 1 GiB).")]
+    = None,
+) -> None:
+    """Print where a search's weights will live, per worker, from checkpoint headers only.
+
+    Per worker: the model instance, each source's bytes on the device / in pinned
+    host memory / read from the memory-mapped files, the headroom left for
+    activations, and the bytes moved per candidate. Exits 1, with the numbers,
+    when the model instance does not fit. Example:
+
+        evomerge plan configs/search-7b.yaml --device-memory 80GiB --host-memory 512GiB
+    """
+    from evomerge.exec.memory_plan import parse_bytes, plan_for_file
+
+    plan, lines = plan_for_file(
+        config, machines=machines,
+        device_memory=parse_bytes(device_memory, what="--device-memory") if device_memory else None,
+        host_memory=parse_bytes(host_memory, what="--host-memory") if host_memory else None,
+        reserve=parse_bytes(reserve, what="--reserve") if reserve else None)
+    for line in lines:
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+    if not plan.fits:
+        raise typer.Exit(1)
+
+
 @app.command()
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by `evomerge run`.")],
@@ -417,6 +451,9 @@ def serve_cmd(
     models_root: Annotated[Path | None, typer.Option(help="Allow reading source checkpoints under this folder.")]
     = None,
     max_body_bytes: Annotated[str, typer.Option(help="Largest request body, e.g. 1MB.")] = "1MB",
+    database: Annotated[str | None, typer.Option(envvar="EVOMERGE_DATABASE", help="SQLAlchemy URL holding the "
+                                                  "studies' trials, e.g. postgresql+psycopg2://user@host/db "
+                                                  "(default: a sqlite file per study folder).")] = None,
 ) -> None:
     """Serve the ask/tell API: clients create studies, ask candidate recipes, score them anywhere, tell scores."""
     from evomerge.server import serve
@@ -425,7 +462,7 @@ def serve_cmd(
         out.print(f"evomerge API on http://{host}:{port} (OpenAPI: /docs), studies under {storage}")
 
     serve(storage, host=host, port=port, token=token, models_root=models_root, max_body_bytes=_size(max_body_bytes),
-          on_ready=banner)
+          on_ready=banner, database=database)
 
 
 def _mount_optional_subapps() -> None:

@@ -16,6 +16,39 @@ import torch
 from evomerge.io.json_object import read_json_object
 
 
+def checkpoint_dtype(path: str | Path) -> torch.dtype:
+    """The floating dtype a checkpoint's weights are stored in, from its header (mergekit's output rule).
+
+    The first floating tensor decides (a quantized or integer buffer does not);
+    a checkpoint with none is float32.
+    """
+    from evomerge.io.checkpoint import Checkpoint
+
+    ckpt = Checkpoint.open(path)
+    try:
+        for name in ckpt.names:
+            dtype = ckpt.info(name).dtype
+            if dtype.is_floating_point and dtype.itemsize >= 2:
+                return dtype
+    finally:
+        ckpt.close()
+    return torch.float32
+
+
+def resolve_model_dtype(setting: str | torch.dtype, template: str | Path) -> torch.dtype:
+    """``runner.model_dtype``: ``auto`` is the template checkpoint's own dtype (what an export is written in).
+
+    The model instance a worker scores is kept in this dtype: a bf16 search then
+    scores exactly the bf16 checkpoint it exports, and holds half the memory of
+    a float32 instance. Merge arithmetic stays float32 per tensor either way.
+    """
+    from evomerge.io.dtypes import parse_dtype
+
+    if isinstance(setting, str) and setting.strip().lower() == "auto":
+        return checkpoint_dtype(template)
+    return parse_dtype(setting)
+
+
 def model_type(path: str | Path) -> str | None:
     config = Path(path) / "config.json"
     if not config.is_file():

@@ -72,3 +72,73 @@ def tiny_llama_family(root: str | Path, *, n_experts: int = 3, config=None, seed
         for k in range(n_experts)
     ]
     return base, experts
+
+
+TINY_WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "fast", "slow", "and", "then", "."]
+
+
+def save_word_tokenizer(folder: str | Path, words: list[str] = TINY_WORDS) -> None:
+    """A word-level tokenizer (ids below the tiny Llama's 64), saved beside the weights as a model's would be."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                            unk_token="<unk>").save_pretrained(folder)
+
+
+def llama_shapes(*, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int,
+                 tie_word_embeddings: bool = False) -> dict[str, tuple[int, ...]]:
+    """Every weight name and shape of a Llama checkpoint with these dimensions (as transformers saves it)."""
+    head_dim = hidden // heads
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "self_attn.q_proj.weight": (heads * head_dim, hidden),
+            p + "self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
+            p + "self_attn.v_proj.weight": (kv_heads * head_dim, hidden),
+            p + "self_attn.o_proj.weight": (hidden, heads * head_dim),
+            p + "mlp.gate_proj.weight": (intermediate, hidden),
+            p + "mlp.up_proj.weight": (intermediate, hidden),
+            p + "mlp.down_proj.weight": (hidden, intermediate),
+            p + "input_layernorm.weight": (hidden,),
+            p + "post_attention_layernorm.weight": (hidden,),
+        })
+    shapes["model.norm.weight"] = (hidden,)
+    if not tie_word_embeddings:
+        shapes["lm_head.weight"] = (vocab, hidden)
+    return shapes
+
+
+def write_header_only_checkpoint(folder: str | Path, shapes: dict[str, tuple[int, ...]], *,
+                                 dtype: str = "BF16", config: dict | None = None) -> Path:
+    """A safetensors checkpoint whose header is real and whose data is a hole (a sparse file): no weights.
+
+    Enough for anything that reads headers only (planning a 70B search on a
+    laptop); reading a tensor gives zeros.
+    """
+    import json
+    import math
+    import struct
+
+    itemsize = {"BF16": 2, "F16": 2, "F32": 4}[dtype]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    header: dict[str, object] = {}
+    offset = 0
+    for name, shape in shapes.items():
+        nbytes = math.prod(shape) * itemsize
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    path = folder / "model.safetensors"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.truncate(8 + len(raw) + offset)
+    (folder / "config.json").write_text(json.dumps(config or {"model_type": "llama"}))
+    return path

@@ -27,6 +27,7 @@ class WorkerSpec:
     tasks: Sequence[Any] = ()
     target: str | Callable | None = None
     storage_dtype: str = "float32"
+    model_dtype: str = "auto"
     gpus: float = 0.0
     threads: int = 1
     memory_budget_bytes: int | None = None  # cap on what the size check may assume is free
@@ -86,12 +87,16 @@ class EvalActor:
             raise ConfigError(f"worker {self.name} was given a GPU by Ray but torch sees no CUDA device "
                               f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES="
                               f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); install a CUDA build of torch")
-        sizes = resident_sizes(spec.base, list(spec.models), spec.storage_dtype)
+        sizes = resident_sizes(spec.base, list(spec.models), spec.storage_dtype, spec.model_dtype)
         available = device_available_bytes(device)
         if spec.memory_budget_bytes is not None:
             available = min(available, spec.memory_budget_bytes)
         views = shared is not None and device.type == "cpu"
-        check_fits(sizes, available, self.device, sources_resident=not views)
+        # only the model instance must fit: sources beyond the budget go to pinned host memory / the files
+        check_fits(sizes, available, self.device, sources_resident=False)
+        source_memory: int | str = "auto"
+        if spec.memory_budget_bytes is not None:
+            source_memory = max(0, available - sizes.model)
         resident = None
         if shared is not None:
             try:
@@ -104,7 +109,7 @@ class EvalActor:
             self.shared = views
         self._worker = EvalWorker(spec.base, list(spec.models), list(spec.tasks), device=self.device,
                                   storage_dtype=DTYPES[spec.storage_dtype], name=self.name, threads=spec.threads,
-                                  resident=resident)
+                                  resident=resident, model_dtype=spec.model_dtype, source_memory=source_memory)
         self.resident_bytes = int(self._worker.resident.nbytes)
 
     def info(self) -> dict[str, Any]:

@@ -165,6 +165,7 @@ class RayRunner(Runner):
                  target: str | Callable | None = None, address: str | None = None, workers: int = 1,
                  gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_in_flight: int | None = None,
                  storage_dtype: str = "float32", threads: int | None = None, share_sources: bool = True,
+                 model_dtype: str = "auto",
                  max_worker_failures: int = 3, max_restarts: int = -1, memory_budget_bytes: int | None = None,
                  object_store_memory: int | None = None, log_to_driver: bool = False,
                  startup_timeout_s: float = 600.0, connect_timeout_s: float = 5.0,
@@ -202,7 +203,8 @@ class RayRunner(Runner):
 
             check_resources(workers, cpus_per_worker, gpus_per_worker)
             spec = WorkerSpec(base=str(base) if base is not None else None, models=[str(m) for m in models],
-                              tasks=list(tasks), target=target, storage_dtype=storage_dtype, gpus=gpus_per_worker,
+                              tasks=list(tasks), target=target, storage_dtype=storage_dtype, model_dtype=model_dtype,
+                              gpus=gpus_per_worker,
                               threads=threads or max(1, int(cpus_per_worker)), memory_budget_bytes=memory_budget_bytes)
             if target is None and share_sources and gpus_per_worker == 0:
                 self._shared = self._share_sources(spec)
@@ -232,7 +234,7 @@ class RayRunner(Runner):
         if config.sources is None:
             raise ConfigError("the Ray runner needs 'sources' (or runner.target for a function)")
         return cls(base=config.sources.base, models=list(config.sources.models), tasks=list(tasks),
-                   storage_dtype=rc.storage_dtype, **common)
+                   storage_dtype=rc.storage_dtype, model_dtype=rc.model_dtype, **common)
 
     # ---- startup ----------------------------------------------------------------------------------------------
     def _new_actor(self, name: str) -> Any:

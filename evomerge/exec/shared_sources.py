@@ -28,6 +28,8 @@ import torch
 
 from evomerge.errors import CheckpointError
 from evomerge.io.checkpoint import Checkpoint
+from evomerge.io.mapped import MappedFiles
+from evomerge.materialize.execute import BufferPool
 from evomerge.materialize.inplace import ResidentSources
 from evomerge.materialize.plan import model_key
 
@@ -53,20 +55,27 @@ def source_paths(base: str | None, models: Sequence[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ResidentSizes:
-    """Bytes each source takes resident (at the storage dtype) and the model instance (float32)."""
+    """Bytes each source takes resident (at the storage dtype) and the model instance (at the model dtype)."""
 
     per_source: dict[str, int]  # by path, in load order (the base first)
     model: int
     storage_dtype: str
+    model_dtype: str = "float32"
 
     @property
     def sources_total(self) -> int:
         return sum(self.per_source.values())
 
 
-def resident_sizes(base: str | None, models: Sequence[str], storage_dtype: str = "float32") -> ResidentSizes:
-    """What loading the sources will need, from the checkpoint headers (no tensor is read)."""
-    element = torch.tensor([], dtype=DTYPES[storage_dtype]).element_size()
+def resident_sizes(base: str | None, models: Sequence[str], storage_dtype: str = "float32",
+                   model_dtype: str = "auto") -> ResidentSizes:
+    """What loading the sources will need, from the checkpoint headers (no tensor is read).
+
+    ``model_dtype`` as ``runner.model_dtype`` (``auto``: the template checkpoint's dtype).
+    """
+    from evomerge.models import resolve_model_dtype
+
+    element = DTYPES[storage_dtype].itemsize
     per_source: dict[str, int] = {}
     template_numel = 0
     template = str(base) if base is not None else str(models[0])
@@ -79,7 +88,9 @@ def resident_sizes(base: str | None, models: Sequence[str], storage_dtype: str =
         per_source[path] = numel * element
         if path == template:
             template_numel = numel
-    return ResidentSizes(per_source, template_numel * 4, storage_dtype)
+    instance = resolve_model_dtype(model_dtype, template)
+    return ResidentSizes(per_source, template_numel * instance.itemsize, storage_dtype,
+                         str(instance).removeprefix("torch."))
 
 
 def check_fits(sizes: ResidentSizes, available: int, device: str, *, sources_resident: bool = True) -> None:
@@ -91,8 +102,8 @@ def check_fits(sizes: ResidentSizes, available: int, device: str, *, sources_res
     need = sizes.model
     if need > available:
         raise CheckpointError(
-            f"the model instance ({_gib(sizes.model)} in float32) does not fit on {device}: {_gib(available)} "
-            "available; use a device with more memory"
+            f"the model instance ({_gib(sizes.model)} in {sizes.model_dtype}) does not fit on {device}: "
+            f"{_gib(available)} available; use runner.model_dtype: bfloat16 or a device with more memory"
         )
     if not sources_resident:
         return
@@ -183,6 +194,14 @@ def unpack(state: Mapping[str, Any], paths: Mapping[str, str], device: str | tor
     resident._tensors = {m: {n: _from_numpy(a, dtype, device) for n, a in store.items()}
                          for m, store in state["tensors"].items()}
     resident.nbytes = int(state["nbytes"])
+    resident.tiers = {(key, n): "device" for key in resident.checkpoints for n in resident.checkpoints[key].names}
+    resident.streamed = False
+    resident._copy_stream = None
+    resident._pool = BufferPool()
+    resident._mapped = MappedFiles()
+    resident._orders = {}
+    resident.order_bytes = 0
+    resident._budget = None
     return resident
 
 

@@ -13,7 +13,7 @@ import copy
 import math
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from evomerge.fitness import FitnessTask, check_tokenizer, evaluate_all
 from evomerge.materialize.inplace import ResidentSources, materialize_into
 from evomerge.materialize.load_map import load_map_for
 from evomerge.materialize.plan import model_key
-from evomerge.models import load_model
+from evomerge.models import load_model, resolve_model_dtype
 from evomerge.recipe.tokenizer import TokenizerSpec
 from evomerge.vocab.rows import is_vocabulary_tensor
 
@@ -36,11 +36,17 @@ class EvalWorker:
     def __init__(self, base: str | None, models: Sequence[str], tasks: Sequence[FitnessTask], *,
                  device: str = "cpu", storage_dtype: torch.dtype = torch.float32, name: str = "local",
                  threads: int | None = None, resident: ResidentSources | None = None,
-                 tokenizer: TokenizerSpec | None = None) -> None:
+                 tokenizer: TokenizerSpec | None = None, model_dtype: str | torch.dtype = "auto",
+                 source_memory: int | str | None = "auto", host_memory: int | str | None = "auto") -> None:
         """``resident``: sources already held elsewhere (e.g. shared by a Ray node's workers); else read here.
 
         ``tokenizer``: mergekit's tokenizer settings, for sources with different vocabularies; the model
         instance then has the merged vocabulary and the merged tokenizer scores it.
+        ``model_dtype``: the model instance's dtype (``auto``: the template checkpoint's), so that the
+        weights scored are those a merge to that dtype writes (merged in float32, cast once).
+        ``source_memory``: bytes the sources may hold on the device (``auto``: what is free once the model
+        is loaded, less a reserve for activations; None: no limit); beyond it ``host_memory`` bytes of pinned
+        host memory (CUDA; ``auto``: what the machine has free, less 2 GiB), then the memory-mapped files.
         """
         if threads:
             torch.set_num_threads(threads)
@@ -49,10 +55,14 @@ class EvalWorker:
         self.tasks = list(tasks)
         self.base = base
         self.models = list(models)
-        self.resident = resident if resident is not None else ResidentSources.from_paths(
-            list(models), base, device=device, storage_dtype=storage_dtype, tokenizer=tokenizer)
         template = base or models[0]
-        self.model, self.tokenizer = load_model(Path(template), device=device)
+        self.model_dtype = resolve_model_dtype(model_dtype, template)
+        self.model, self.tokenizer = load_model(Path(template), device=device, dtype=self.model_dtype)
+        if resident is None:  # after the model: what the device has free is measured with it in place
+            budget, host_budget = source_budgets(self.device, source_memory, host_memory)
+            resident = ResidentSources.from_paths(list(models), base, device=device, storage_dtype=storage_dtype,
+                                                  budget=budget, host_budget=host_budget, tokenizer=tokenizer)
+        self.resident = resident
         vocabulary = self.resident.vocabulary
         if vocabulary is not None:  # every row is written by each candidate's merge
             self.model.resize_token_embeddings(vocabulary.rows, mean_resizing=False)
@@ -102,3 +112,27 @@ class EvalWorker:
                               objectives=objectives, worker=self.name, merge_seconds=t1 - t0, fitness_seconds=t2 - t1)
         return EvalResult(key=candidate.key, status="ok", objectives=objectives, per_example=per_example,
                           merge_seconds=t1 - t0, fitness_seconds=t2 - t1, worker=self.name)
+
+
+def source_budgets(device: torch.device, source_memory: int | str | None,
+                   host_memory: int | str | None) -> tuple[int | None, int]:
+    """(device bytes, pinned host bytes) the resident sources may take; ``auto`` measures what is free now."""
+    from evomerge.exec.memory_plan import parse_bytes
+    from evomerge.exec.shared_sources import device_available_bytes
+
+    def size(value: int | str | None, key: str, auto: Callable[[], int]) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        return auto() if value == "auto" else parse_bytes(value, what=f"runner.{key}")
+
+    def free_device() -> int:  # after the model is loaded; a reserve for activations (10% on a GPU, 5% of RAM)
+        free = device_available_bytes(device)
+        total = torch.cuda.mem_get_info(device)[1] if device.type == "cuda" else free
+        return max(0, free - max(2**30, total // (10 if device.type == "cuda" else 20)))
+
+    budget = size(source_memory, "source_memory", free_device)
+    host = 0
+    if device.type == "cuda":
+        host = size(host_memory, "host_memory",
+                    lambda: max(0, device_available_bytes(torch.device("cpu")) - 2 * 2**30)) or 0
+    return budget, host

@@ -10,7 +10,9 @@ path (same plan, same inputs, same method calls).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 
@@ -18,15 +20,20 @@ import torch
 
 from evomerge.errors import CheckpointError, MergeError
 from evomerge.io.checkpoint import Checkpoint, check_compatible, check_finite
-from evomerge.materialize.execute import all_finite, run_task
+from evomerge.io.mapped import MappedFiles
+from evomerge.materialize.execute import BufferPool, all_finite, run_task
 from evomerge.materialize.load_map import load_map_for
 from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_key, plan_merge
 from evomerge.materialize.streaming import output_dtype
+from evomerge.merge.methods.sparsify import MagnitudeOrder
 from evomerge.recipe.layout import place_of
 from evomerge.recipe.model import Recipe
 from evomerge.recipe.tokenizer import TokenizerSpec
 from evomerge.vocab.build import MergedVocabulary, build_vocabulary
 from evomerge.vocab.rows import RowAssembly, is_vocabulary_tensor, row_assembly
+
+# methods whose trim is ``magnitude_prune`` and that take the task vectors' precomputed orders
+ORDERED_METHODS = frozenset({"ties"})
 
 
 class ResidentSources:
@@ -34,13 +41,17 @@ class ResidentSources:
 
     ``storage_dtype`` trades memory for exactness: float32 (default) reproduces
     the streaming merge bit for bit; bfloat16 halves the memory of 7B sources.
-    Without a base model the sources are kept in full.
+    Without a base model the sources are kept in full. With a ``budget`` smaller
+    than the sources, the rest is kept in pinned host memory (CUDA) or read from
+    the mapped files per candidate (``tiers`` says which, per tensor; the same
+    placement ``evomerge plan`` prints), with the same values in every tier.
 
     With ``tokenizer`` (mergekit's tokenizer settings) the sources may have
     different vocabularies: their embedding and head tensors are laid out once,
     here, in the merged vocabulary (``vocabulary``) exactly as the streaming
     merge lays them out for the models in this order (non-base sources, then
-    the base), and every candidate must plan that same layout.
+    the base), and every candidate must plan that same layout. Those tensors
+    are always held on the device.
     """
 
     vocabulary: MergedVocabulary | None = None
@@ -48,7 +59,13 @@ class ResidentSources:
 
     def __init__(self, checkpoints: Mapping[str, Checkpoint], base_model: str | None, *,
                  device: str | torch.device = "cpu", storage_dtype: torch.dtype = torch.float32,
-                 tokenizer: TokenizerSpec | None = None) -> None:
+                 tokenizer: TokenizerSpec | None = None, budget: int | None = None, host_budget: int = 0) -> None:
+        """``budget``: bytes the sources may take on ``device`` (None: no limit). What does not fit goes, tensor by
+        tensor (the base first), to pinned host memory up to ``host_budget`` (CUDA only), and the rest is read
+        from the memory-mapped files for every candidate: the same values in every tier, only slower.
+        """
+        from evomerge.exec.memory_plan import DEVICE, FILES, HOST, Slot, place
+
         self.device = torch.device(device)
         self.storage_dtype = storage_dtype
         self.base_model = model_key(base_model) if base_model else None
@@ -62,11 +79,30 @@ class ResidentSources:
         self.nbytes = 0
         if tokenizer is not None:
             self.vocabulary, self._layouts = self._vocabulary_layouts(tokenizer)
+        order = sorted(self.checkpoints, key=lambda k: k != self.base_model)  # the base first
+        itemsize = storage_dtype.itemsize
+        slots = [Slot(k, n, math.prod(self.checkpoints[k].info(n).shape) * itemsize, 0)
+                 for k in order for n in self.checkpoints[k].names if n not in self._layouts]
+        capacities = [(DEVICE, budget if budget is not None else sum(s.resident for s in slots))]
+        if self.device.type == "cuda" and host_budget > 0:
+            capacities.append((HOST, host_budget))
+        self.tiers = place(slots, capacities)  # (key, name) -> device | host | files (vocabulary tensors: device)
+        self.streamed = any(t != DEVICE for t in self.tiers.values())
+        self._copy_stream = None
+        self._pool = BufferPool()  # float32 buffers for tensors read per candidate, reused across tensors
+        self._mapped = MappedFiles()  # the file tier: mapped once, read per candidate
+        self._orders: dict[tuple[str, str], MagnitudeOrder] = {}  # built on first use by a magnitude top-k
+        self.order_bytes = 0
+        self._budget = budget
         base_ckpt = self.checkpoints.get(self.base_model) if self.base_model else None
+        base_names = set(base_ckpt.names) if base_ckpt is not None else set()
         if base_ckpt is not None:
             for name in base_ckpt.names:
-                if name not in self._layouts:
-                    self._base[name] = self._load(base_ckpt, name)
+                if name in self._layouts:
+                    continue
+                tier = self.tiers[(self.base_model, name)]
+                if tier != FILES:
+                    self._base[name] = self._keep(self._load(base_ckpt, name).to(storage_dtype), tier)
         for key, ckpt in self.checkpoints.items():
             if key == self.base_model:
                 continue
@@ -74,11 +110,13 @@ class ResidentSources:
             for name in ckpt.names:
                 if name in self._layouts:
                     continue
-                tensor = self._load(ckpt, name, keep=False)
-                if name in self._base:
-                    tensor = tensor - self._base[name].float()
-                store[name] = tensor.to(storage_dtype)
-                self.nbytes += store[name].numel() * store[name].element_size()
+                tier = self.tiers[(key, name)]
+                if tier == FILES:
+                    continue
+                tensor = self._load(ckpt, name)
+                if name in base_names:
+                    tensor = tensor - self._base_f32(name)
+                store[name] = self._keep(tensor.to(storage_dtype), tier)
             self._tensors[key] = store
         for name, layout in self._layouts.items():
             self._load_vocabulary_tensor(name, layout)
@@ -99,7 +137,7 @@ class ResidentSources:
 
     def _load_vocabulary_tensor(self, name: str, layout: RowAssembly) -> None:
         """Every source's rows of ``name`` in the merged vocabulary, held as base + task vectors like the rest."""
-        raw = {m: self._load(self.checkpoints[m], name, keep=False) for m in layout.models}
+        raw = {m: self._load(self.checkpoints[m], name) for m in layout.models}
         rows = layout.assemble(raw)
         if self.base_model is not None:
             self._base[name] = rows[self.base_model].to(self.storage_dtype)
@@ -112,6 +150,73 @@ class ResidentSources:
             stored = self._tensors[model][name] = tensor.to(self.storage_dtype)
             self.nbytes += stored.numel() * stored.element_size()
 
+    def _keep(self, tensor: torch.Tensor, tier: str) -> torch.Tensor:
+        """Hold ``tensor`` in its tier: as is on the device, or pinned in host memory."""
+        if tier != "device":
+            tensor = tensor.to("cpu").pin_memory()
+        self.nbytes += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def _base_f32(self, name: str, pooled: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The base tensor at the storage dtype, widened, on the device: held, or read from its file."""
+        held = self._base.get(name)
+        if held is None:
+            assert self.base_model is not None
+            return _round_to(self._read(self.base_model, name, pooled), self.storage_dtype)
+        return held.to(self.device, non_blocking=True).float()
+
+    def _read(self, key: str, name: str, pooled: list[torch.Tensor] | None) -> torch.Tensor:
+        """A source tensor from its memory-mapped file, in a float32 buffer on the device (the file tier, per
+        candidate). Buffers taken from the pool are listed in ``pooled``.
+        """
+        tensor = self._mapped.view(self.checkpoints[key], name)  # read-only: copied below, never written
+        if pooled is None or self.device.type != "cpu":
+            tensor = tensor.to(self.device, torch.float32, copy=True)
+        else:
+            tensor = self._pool.widen(tensor)
+            pooled.append(tensor)
+        return tensor
+
+    def _delta(self, key: str, name: str, base: torch.Tensor | None,
+               pooled: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Task vector (or, without a base, the source) in float32 on the device, from whichever tier holds it."""
+        held = self._tensors.get(key, {}).get(name)
+        if held is not None:
+            return held.to(self.device, non_blocking=True).float()
+        tensor = self._read(key, name, pooled)
+        if base is not None:
+            tensor.sub_(base)
+        # rounded to the storage dtype as the held task vectors are: every tier gives the same values
+        return _round_to(tensor, self.storage_dtype)
+
+    def orders(self, task: TensorTask, deltas: list[torch.Tensor]) -> list[MagnitudeOrder | None] | None:
+        """Each task vector's magnitude order, for methods whose trim is a magnitude top-k (built once, kept).
+
+        Only for task vectors held on the device, and only while the sources' ``budget`` has room for
+        them (one byte per entry): a new density per candidate then costs one comparison pass instead of
+        a selection over the float32 magnitudes.
+        """
+        if task.method not in ORDERED_METHODS or task.base is None:
+            return None
+        out: list[MagnitudeOrder | None] = []
+        for ref, delta in zip(task.sources, deltas, strict=True):
+            key = (ref.model, ref.name)
+            if self.tiers.get(key) != "device" or ref.model == self.base_model:
+                out.append(None)
+                continue
+            if key not in self._orders:
+                if self._budget is not None and self.nbytes + self.order_bytes + delta.numel() > self._budget:
+                    out.append(None)  # no room: the plain selection, same mask
+                    continue
+                self._orders[key] = MagnitudeOrder(delta)
+                self.order_bytes += self._orders[key].nbytes
+            out.append(self._orders[key])
+        return out
+
+    def give_back(self, pooled: list[torch.Tensor]) -> None:
+        """Return the buffers a finished task read into (``pooled`` from ``gather``) for the next tensors."""
+        self._pool.give_back(pooled)
+
     @classmethod
     def from_paths(cls, paths: list[str | Path], base_model: str | Path | None, **kwargs) -> ResidentSources:
         keys = {model_key(p): p for p in paths}
@@ -120,33 +225,32 @@ class ResidentSources:
         return cls({k: Checkpoint.open(p) for k, p in keys.items()},
                    str(base_model) if base_model is not None else None, **kwargs)
 
-    def _load(self, ckpt: Checkpoint, name: str, *, keep: bool = True) -> torch.Tensor:
+    def _load(self, ckpt: Checkpoint, name: str) -> torch.Tensor:
         tensor = ckpt.get(name, device=self.device)
         if not all_finite(tensor):
             check_finite(tensor, name=name, path=ckpt.info(name).file)  # raises, naming tensor and file
-        tensor = tensor.float()
-        if keep:
-            stored = tensor.to(self.storage_dtype)
-            self.nbytes += stored.numel() * stored.element_size()
-            return stored
-        return tensor
+        return tensor.float()
 
     @property
     def models(self) -> list[str]:
         return list(self.checkpoints)
 
-    def gather(self, task: TensorTask) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        """A task's inputs from resident memory, in the form ``run_task`` takes."""
+    def gather(self, task: TensorTask, pooled: list[torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """A task's inputs in float32 on the device, in the form ``run_task`` takes.
+
+        With ``pooled``, tensors read from the files go into reused buffers, listed there for ``give_back``.
+        """
         self._check_layout(task)
         if task.base is None:
             if self.base_model is not None:
                 # Resident as task vectors, but this task wants raw sources.
                 return None, [self._source(ref) for ref in task.sources]
-            return None, [self._tensors[ref.model][ref.name].float() for ref in task.sources]
+            return None, [self._delta(ref.model, ref.name, None, pooled) for ref in task.sources]
         if task.base.model != self.base_model:
             raise MergeError(f"tensor '{task.out_name}': recipe base {task.base.model} is not the resident base "
                              f"{self.base_model}")
-        base = self._base[task.base.name].float()
+        base = self._base_f32(task.base.name, pooled)
         deltas = []
         for ref in task.sources:
             if ref.model == self.base_model:
@@ -157,7 +261,7 @@ class ResidentSources:
             if ref.name != task.base.name:
                 raise MergeError(f"tensor '{task.out_name}': in-place merging needs each source's layer aligned "
                                  f"with the base's ({ref.name} vs {task.base.name}); use the streaming merge")
-            deltas.append(self._tensors[ref.model][ref.name].float())
+            deltas.append(self._delta(ref.model, ref.name, base, pooled))
         return base, deltas
 
     def _check_layout(self, task: TensorTask) -> None:
@@ -172,10 +276,25 @@ class ResidentSources:
                 "recipe the sources' tokenizer settings, models (in the same order) and base, or merge it with "
                 "the streaming merge")
 
+    def gather_ready(self, task: TensorTask) -> tuple[torch.Tensor | None, list[torch.Tensor], list[torch.Tensor]]:
+        """``gather`` for a background thread, plus its pooled buffers; on CUDA its copies run on a side stream,
+        finished on return.
+        """
+        pooled: list[torch.Tensor] = []
+        if self.device.type != "cuda":
+            return (*self.gather(task, pooled), pooled)
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._copy_stream):
+            base, inputs = self.gather(task, pooled)
+        self._copy_stream.synchronize()
+        return base, inputs, pooled
+
     def _source(self, ref: TensorRef) -> torch.Tensor:
+        base = self._base_f32(ref.name)
         if ref.model == self.base_model:
-            return self._base[ref.name].float()
-        return self._base[ref.name].float() + self._tensors[ref.model][ref.name].float()
+            return base
+        return base + self._delta(ref.model, ref.name, base)
 
     def plan(self, recipe: Recipe) -> MergePlan:
         return plan_merge(recipe, self.checkpoints)
@@ -194,12 +313,39 @@ def materialize_into(model: torch.nn.Module, recipe: Recipe, resident: ResidentS
     landing = load_map_for(model, plan.layout())
     out_dtype = output_dtype(recipe, resident.checkpoints, plan)
     landing.begin()
+
+    def _land(task: TensorTask, base: torch.Tensor | None, inputs: list[torch.Tensor]) -> None:
+        merged = run_task(task, base, inputs, resident.orders(task, inputs))
+        if merged.dtype != out_dtype:
+            merged = merged.to(out_dtype)  # what the streaming merge writes to disk
+        landing.write(task.out_name, merged)
+
     with torch.no_grad():
-        for task in plan.tasks:
-            base, inputs = resident.gather(task)
-            merged = run_task(task, base, inputs)
-            if merged.dtype != out_dtype:
-                merged = merged.to(out_dtype)  # what the streaming merge writes to disk
-            landing.write(task.out_name, merged)
+        if not resident.streamed:
+            for task in plan.tasks:
+                base, inputs = resident.gather(task)
+                _land(task, base, inputs)
+        else:
+            # Some inputs come from host memory or the files: fetch the next tensor's while this one merges
+            # (reads and copies release the GIL); at most two tasks' inputs are alive at once.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evomerge-fetch") as fetcher:
+                pending = fetcher.submit(resident.gather_ready, plan.tasks[0]) if plan.tasks else None
+                for i, task in enumerate(plan.tasks):
+                    assert pending is not None
+                    base, inputs, pooled = pending.result()
+                    if i + 1 < len(plan.tasks):
+                        pending = fetcher.submit(resident.gather_ready, plan.tasks[i + 1])
+                    for t in (*([base] if base is not None else []), *inputs):
+                        if t.is_cuda:  # made on the side stream, used on this one
+                            t.record_stream(torch.cuda.current_stream(t.device))
+                    _land(task, base, inputs)
+                    del base, inputs
+                    resident.give_back(pooled)  # written: nothing reads these buffers any more
         landing.finish()
     return plan
+
+
+def _round_to(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` (float32) rounded to ``dtype``'s precision, in place: as a task vector held at ``dtype`` is."""
+    return tensor if dtype == torch.float32 else tensor.copy_(tensor.to(dtype))
+

@@ -109,7 +109,10 @@ class MergeInputs:
         base: torch.Tensor | None,
         sources: Sequence[torch.Tensor] | None = None,
         deltas: Sequence[torch.Tensor] | None = None,
+        orders: Sequence[object | None] | None = None,
     ) -> None:
+        """``orders``: per task vector, its precomputed ``sparsify.MagnitudeOrder`` (or None), for a resident
+        worker's magnitude top-k; the result is the same without them."""
         if (sources is None) == (deltas is None):
             raise ValueError("give exactly one of sources or deltas")
         if deltas is not None and base is None:
@@ -118,11 +121,16 @@ class MergeInputs:
         self.base = None if base is None else base.float()
         self._sources = None if sources is None else [t.float() for t in sources]
         self._deltas = None if deltas is None else [t.float() for t in deltas]
+        self._orders = list(orders) if orders is not None and deltas is not None else None
         shapes = {tuple(t.shape) for t in (self._sources or self._deltas or [])}
         if self.base is not None:
             shapes.add(tuple(self.base.shape))
         if len(shapes) > 1:
             raise MergeError(f"tensor '{name}': shapes differ across sources: {sorted(shapes)}")
+
+    def order(self, k: int):
+        """Task vector ``k``'s precomputed magnitude order, or None."""
+        return self._orders[k] if self._orders is not None else None
 
     @property
     def n_sources(self) -> int:
@@ -222,5 +230,7 @@ class MergeMethod:
         if self.randomized:
             if seed is None:
                 raise MergeError(f"{where}: method '{self.name}' is randomised and needs an explicit seed")
-            generator = torch.Generator(device=inputs.device).manual_seed(seed)
+            # always a CPU generator, whatever the tensors' device: the masks are drawn on the CPU and moved,
+            # so a recipe and seed give the same merge on CPU and CUDA (the export is what the search scored)
+            generator = torch.Generator(device="cpu").manual_seed(seed)
         return self.fn(inputs, resolved, generator)

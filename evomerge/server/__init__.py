@@ -54,10 +54,11 @@ def check_token(token: str, *, exposed: bool) -> None:
 
 def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
           models_root: str | Path | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-          on_ready: Callable[[], None] | None = None) -> None:
+          on_ready: Callable[[], None] | None = None, database: str | None = None) -> None:
     """Run the API until interrupted. A non-loopback ``host`` needs a strong ``token`` (clients send it as a bearer).
 
     Every refusal (token, a storage root another server holds) is raised before ``on_ready`` (the banner) runs.
+    ``database``: an SQLAlchemy URL that holds the studies' trials instead of each study folder's sqlite file.
     """
     import uvicorn
 
@@ -68,7 +69,7 @@ def serve(root: str | Path, *, host: str = "127.0.0.1", port: int = 8765, token:
     if token is not None:
         check_token(token, exposed=exposed)
     settings = ServerSettings(root=Path(root), token=token, max_body_bytes=max_body_bytes,
-                              models_root=Path(models_root) if models_root else None)
+                              models_root=Path(models_root) if models_root else None, database=database)
     with lock_storage_root(settings.root):
         app = create_app(settings)
         if on_ready is not None:

@@ -76,6 +76,7 @@ class ServerSettings:
     models_root: Path | None = None
     max_body_bytes: int = MAX_BODY_BYTES
     max_studies: int = 1000
+    database: str | None = None  # SQLAlchemy URL for the studies' trials (e.g. PostgreSQL); None: sqlite per study
 
 
 class BodyLimit:
@@ -195,7 +196,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     signal = TellSignal()
-    registry = StudyRegistry(settings.root, settings.models_root, settings.max_studies, on_tell=signal.told)
+    registry = StudyRegistry(settings.root, settings.models_root, settings.max_studies, on_tell=signal.told,
+                             database=settings.database)
     app = FastAPI(title="evomerge", version="1", description="Ask/tell model-merge search with client-side scoring.")
     app.state.token = settings.token.encode() if settings.token else None
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

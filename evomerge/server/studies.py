@@ -169,12 +169,14 @@ class RemoteStudy:
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, data: dict[str, Any], extras: dict[str, Any], models_root: Path | None) -> RemoteStudy:
-        """Validate ``data`` (a run config without runner/output/storage) and make the study's folder."""
+    def create(cls, root: Path, data: dict[str, Any], extras: dict[str, Any], models_root: Path | None,
+               database: str | None = None) -> RemoteStudy:
         """Validate ``data`` (a run config without runner/output/storage) and make the study's folder.
 
         Never deletes or overwrites what this server did not make: an existing name is refused (409) unless
         the folder is a creation of ours a crash interrupted, known by the marker written into it first.
+        ``database``: the server's SQLAlchemy URL (e.g. PostgreSQL) holding every study's trials, set by
+        whoever runs the server, never by a client; None keeps them in the study folder's sqlite file.
         """
         folder = study_dir(root, str(data.get("name")))
         if folder.is_dir() and (folder / CREATING_FILE).is_file() and not (folder / SERVER_FILE).is_file():
@@ -183,8 +185,8 @@ class RemoteStudy:
             what = "already exists" if (folder / SERVER_FILE).is_file() else \
                 "is taken by a file or folder this server did not create (it is left untouched)"
             raise ConflictError(f"study '{data['name']}' {what}; pick another name")
-        cfg = RunConfig.from_dict({**data, "output": str(folder), "runner": {"type": "remote"}, "test_split": None},
-                                  source="study config")
+        cfg = RunConfig.from_dict({**data, "output": str(folder), "runner": {"type": "remote"}, "test_split": None,
+                                   **({"storage": database} if database else {})}, source="study config")
         space = build_remote_space(cfg, extras, models_root)
         try:
             folder.mkdir(parents=True)
@@ -434,7 +436,8 @@ class StudyRegistry:
     """The studies under one storage root, opened lazily and kept open; one instance per server process."""
 
     def __init__(self, root: Path, models_root: Path | None = None, max_studies: int = 1000,
-                 on_tell: Callable[[str], None] | None = None) -> None:
+                 on_tell: Callable[[str], None] | None = None, database: str | None = None) -> None:
+        self.database = database
         self.root = Path(root)
         self.on_tell = on_tell
         self.root.mkdir(parents=True, exist_ok=True)
@@ -450,7 +453,7 @@ class StudyRegistry:
         with self._lock:
             if len(self.names()) >= self.max_studies:
                 raise ConflictError(f"this server holds its maximum of {self.max_studies} studies")
-            study = RemoteStudy.create(self.root, data, extras, self.models_root)
+            study = RemoteStudy.create(self.root, data, extras, self.models_root, self.database)
             study.on_tell = self.on_tell
             self._open[study.name] = study
             return study

@@ -85,12 +85,31 @@ class RunnerConfig(_Strict):
     threads: int | None = Field(default=None, ge=1)
     target: str | None = None  # function runner: "package.module:function"
     storage_dtype: Literal["float32", "bfloat16"] = "float32"
+    # the scored model instance's dtype; auto: the sources' (a bf16 family is scored as the bf16 export)
+    model_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    # what the sources may hold on the device (auto: what is free beside the model), then pinned host memory
+    # (GPU), then they are read from the memory-mapped files per candidate; sizes like 40GiB
+    source_memory: str | None = "auto"
+    host_memory: str | None = "auto"
     # ray runner
     address: str | None = None
     workers: int = Field(default=1, ge=1)
     gpus_per_worker: float = Field(default=0, ge=0)
     cpus_per_worker: float = Field(default=1, gt=0)
     max_in_flight: int | None = Field(default=None, ge=1)
+
+    @field_validator("source_memory", "host_memory")
+    @classmethod
+    def _size(cls, v: str | None) -> str | None:
+        if v is not None and v != "auto":
+            from evomerge.errors import ConfigError
+            from evomerge.exec.memory_plan import parse_bytes
+
+            try:  # a typo is refused with the config, not at the first candidate
+                parse_bytes(v, what="size")
+            except ConfigError as exc:
+                raise ValueError(f"{exc}, or auto") from None
+        return v
 
     @model_validator(mode="after")
     def _target(self) -> RunnerConfig:

@@ -126,7 +126,9 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
     assert config.sources is not None
     dtype = torch.float32 if rc.storage_dtype == "float32" else torch.bfloat16
     return LocalRunner(EvalWorker(config.sources.base, config.sources.models, tasks, device=rc.device,
-                                  storage_dtype=dtype, threads=rc.threads, tokenizer=config.sources.tokenizer))
+                                  storage_dtype=dtype, threads=rc.threads, tokenizer=config.sources.tokenizer,
+                                  model_dtype=rc.model_dtype, source_memory=rc.source_memory,
+                                  host_memory=rc.host_memory))
 
 
 def claim_run_dir(config: RunConfig) -> Path:

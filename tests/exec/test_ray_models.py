@@ -149,13 +149,22 @@ def test_size_check_names_the_source_that_does_not_fit_and_the_sizes():
         check_fits(sizes, 2**30, "cpu", sources_resident=False)
 
 
-def test_a_worker_whose_sources_do_not_fit_fails_before_loading_with_a_clear_error(local_ray, lm_family):
+def test_a_worker_whose_sources_do_not_fit_streams_the_rest_and_scores_the_same(local_ray, lm_family):
     base, experts, task_path = lm_family
-    sizes = resident_sizes(str(base), [str(e) for e in experts])
-    budget = sizes.model + sizes.per_source[str(base)] + 1  # the base fits, the first expert does not
-    with pytest.raises(CheckpointError, match=rf"Ray worker ray-0 on 127.0.0.1: source {experts[0]} does not fit"):
-        RayRunner(base=str(base), models=[str(e) for e in experts], tasks=[load_task(task_path)], workers=1,
-                  share_sources=False, memory_budget_bytes=budget)
+    models = [str(e) for e in experts]
+    task = load_task(task_path)
+    sizes = resident_sizes(str(base), models)
+    budget = sizes.model + sizes.per_source[str(base)] + 1  # the base fits, the experts are read from the files
+    cands = recipes(base, experts)[:3]
+    expected = [r.objectives for r in LocalRunner(EvalWorker(str(base), models, [task], source_memory=None))
+                .evaluate(cands)]
+    with RayRunner(base=str(base), models=models, tasks=[task], workers=1, share_sources=False,
+                   memory_budget_bytes=budget) as runner:
+        assert runner.worker_states()[0].resident_bytes <= sizes.per_source[str(base)] + 1
+        assert [r.objectives for r in runner.evaluate(cands)] == expected
+    with pytest.raises(CheckpointError, match=r"Ray worker ray-0 on 127.0.0.1: the model instance .* does not fit"):
+        RayRunner(base=str(base), models=models, tasks=[task], workers=1, share_sources=False,
+                  memory_budget_bytes=sizes.model - 1)
 
 
 def test_memory_figures_without_psutil_come_from_proc_and_agree(monkeypatch):

@@ -12,7 +12,8 @@ in expectation. We follow mergekit so that exported YAML reproduces the merge;
 Defaults as in mergekit: density 1, normalize false, rescale true, lambda 1.
 
 Randomness comes only from the generator passed in: one sub-generator per
-source, seeded in source order (``per_source_generators``).
+source, seeded in source order (``per_source_generators``), all on the CPU
+whatever the tensors' device, so CPU and CUDA draw the same masks.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def _ties(inputs: MergeInputs, params: Mapping[str, object],
     return merge_task_vectors(
         inputs.base, inputs.deltas, weights_of(params),
         normalize=bool(params["normalize"]), lam=float(cast(float, params["lambda"])),
-        sparsify=lambda k, delta: magnitude_prune(delta, density[k], rescale),
+        sparsify=lambda k, delta: magnitude_prune(delta, density[k], rescale, order=inputs.order(k)),
         consensus=True,
     )
 

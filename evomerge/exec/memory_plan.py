@@ -1,0 +1,285 @@
+"""Where a search's weights will live, worked out from checkpoint headers before a byte is loaded.
+
+A worker holds one model instance and the sources (the base in full, the
+others as task vectors). On a GPU worker they are placed tensor by tensor,
+first fit, in three tiers: the device (after the model instance and a reserve
+for activations and KV cache), host memory (pinned, copied to the device per
+candidate), and beyond that the memory-mapped source files (read per
+candidate). A CPU worker has two: resident in RAM, or read from the files.
+
+``place`` is the placement itself; ``ResidentSources`` uses it with the same
+budgets, so ``evomerge plan`` prints what a worker will do. Only headers are
+read: a 70B plan runs on a laptop.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evomerge.errors import ConfigError
+
+DEVICE, HOST, FILES = "device", "host", "files"
+TIER_LABEL = {DEVICE: "device", HOST: "pinned host", FILES: "memory-mapped files"}
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_bytes(text: str, *, what: str = "size") -> int:
+    """'80GiB' (binary), '80GB' (decimal), '1.5T' (binary), '1000' -> bytes; ConfigError naming ``what``."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if match is None or unit not in _UNITS:
+        raise ConfigError(f"{what}: '{text}' is not a size like 80GiB, 80GB or 512G")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def human(n: float) -> str:
+    """Bytes in the largest binary unit that keeps the number >= 1 (3 significant digits)."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One source tensor as a worker keeps it: ``resident`` bytes at the storage dtype, ``file`` bytes on disk."""
+
+    source: str  # the checkpoint's path
+    name: str
+    resident: int
+    file: int
+
+
+def place(slots: Sequence[Slot], capacities: Sequence[tuple[str, int]]) -> dict[tuple[str, str], str]:
+    """First fit, in ``slots`` order: each tensor goes to the first tier with room left; the files take the rest."""
+    left = {tier: cap for tier, cap in capacities}
+    where: dict[tuple[str, str], str] = {}
+    for slot in slots:
+        tier = next((t for t, _ in capacities if left[t] >= slot.resident), FILES)
+        if tier != FILES:
+            left[tier] -= slot.resident
+        where[(slot.source, slot.name)] = tier
+    return where
+
+
+def source_slots(base: str | None, models: Sequence[str], storage_itemsize: int) -> list[Slot]:
+    """Every source tensor, the base's first (every candidate needs it), from the headers alone."""
+    from evomerge.exec.shared_sources import source_paths
+    from evomerge.io.checkpoint import Checkpoint
+
+    paths = list(source_paths(base, models).values())
+    if base is not None:
+        paths.sort(key=lambda p: p != str(base))
+    slots = []
+    for path in paths:
+        ckpt = Checkpoint.open(path)
+        try:
+            for name in ckpt.names:
+                info = ckpt.info(name)
+                slots.append(Slot(path, name, math.prod(info.shape) * storage_itemsize, info.nbytes))
+        finally:
+            ckpt.close()
+    return slots
+
+
+@dataclass
+class WorkerPlan:
+    """One worker's memory: the model instance, each source's bytes per tier, headroom and traffic."""
+
+    gpu: bool
+    model_bytes: int
+    model_dtype: str
+    storage_dtype: str
+    capacity: int  # the worker's device memory (GPU) or its share of the host memory (CPU)
+    reserve: int  # kept free for activations / KV cache
+    host_budget: int  # GPU workers: pinned host memory for sources
+    sources: dict[str, dict[str, int]] = field(default_factory=dict)  # path -> tier -> bytes
+    file_reads: int = 0  # bytes read from the source files per candidate
+    error: str | None = None
+
+    def tier_bytes(self, tier: str) -> int:
+        return sum(t.get(tier, 0) for t in self.sources.values())
+
+    @property
+    def headroom(self) -> int:
+        """What the device keeps free beside the model and the device-resident sources."""
+        return self.capacity - self.model_bytes - self.tier_bytes(DEVICE)
+
+    @property
+    def host_to_device(self) -> int:
+        """Bytes copied to the device per candidate: the pinned tier and the file reads (GPU workers)."""
+        return self.tier_bytes(HOST) + self.file_reads if self.gpu else 0
+
+
+def plan_worker(slots: Sequence[Slot], *, model_bytes: int, model_dtype: str, storage_dtype: str, gpu: bool,
+                capacity: int, reserve: int, host_budget: int, source_memory: int | None = None) -> WorkerPlan:
+    """Place ``slots`` for one worker; ``error`` says, with the numbers, why nothing fits."""
+    plan = WorkerPlan(gpu, model_bytes, model_dtype, storage_dtype, capacity, reserve, host_budget)
+    free = capacity - reserve - model_bytes
+    where_model = "the device" if gpu else "host memory"
+    if free < 0:
+        ways = ["runner.model_dtype: bfloat16"] if model_dtype == "float32" else []
+        ways += ["fewer workers per " + ("GPU" if gpu else "machine"), "CPU workers" if gpu else "more machines",
+                 "or more memory"]
+        plan.error = (f"the model instance ({human(model_bytes)} in {model_dtype}) and the reserve for activations "
+                      f"({human(reserve)}) need {human(model_bytes + reserve)}, but {where_model} has "
+                      f"{human(capacity)} per worker; use {', '.join(ways)}")
+        return plan
+    if source_memory is not None:  # runner.source_memory caps what the sources may hold on the device
+        free = min(free, source_memory)
+    tiers = [(DEVICE, free)] + ([(HOST, max(0, host_budget))] if gpu else [])
+    where = place(slots, tiers)
+    for slot in slots:
+        tier = where[(slot.source, slot.name)]
+        per = plan.sources.setdefault(slot.source, {})
+        per[tier] = per.get(tier, 0) + (slot.file if tier == FILES else slot.resident)
+        if tier == FILES:
+            plan.file_reads += slot.file
+    return plan
+
+
+@dataclass
+class MemoryPlan:
+    """The whole search: the layout it assumes and the plan of one (every) worker."""
+
+    workers: int
+    machines: int
+    gpus_per_worker: float
+    device_memory: int | None
+    host_memory: int
+    worker: WorkerPlan
+    base: str | None
+    shared_on_host: bool  # CPU workers on Ray: one copy of the sources per machine
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return self.worker.error is None
+
+
+def make_plan(config, *, device_memory: int | None = None, host_memory: int | None = None, machines: int = 1,
+              reserve: int | None = None) -> MemoryPlan:
+    """The memory plan of ``config`` (a RunConfig) on ``machines`` machines of ``host_memory`` bytes each,
+    whose GPUs have ``device_memory`` bytes each. Reads checkpoint headers only.
+    """
+    from evomerge.exec.shared_sources import DTYPES, device_available_bytes
+    from evomerge.models import resolve_model_dtype
+
+    if config.sources is None:
+        raise ConfigError(f"run config '{config.name}': no 'sources' to plan (a function or remote runner "
+                          "holds no weights)")
+    rc = config.runner
+    base, models = config.sources.base, list(config.sources.models)
+    workers = rc.workers if rc.type == "ray" else 1
+    if machines < 1 or workers < machines:
+        raise ConfigError(f"--machines {machines}: needs 1 <= machines <= workers ({workers})")
+    per_machine = math.ceil(workers / machines)
+    gpu = (rc.gpus_per_worker > 0) if rc.type == "ray" else rc.device.startswith("cuda")
+    notes: list[str] = []
+    if host_memory is None:
+        import torch
+
+        host_memory = device_available_bytes(torch.device("cpu"))
+        notes.append(f"host memory: {human(host_memory)} available on this machine (give --host-memory to plan "
+                     "for another)")
+    gpus = rc.gpus_per_worker if rc.type == "ray" else 1.0
+    if gpu and device_memory is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"run config '{config.name}' puts workers on GPUs; give --device-memory (e.g. 80GiB), "
+                              "this machine has none to measure")
+        device_memory = int(torch.cuda.mem_get_info()[1])
+    template = str(base) if base is not None else str(models[0])
+    model_dtype = resolve_model_dtype(rc.model_dtype, template)
+    storage_itemsize = DTYPES[rc.storage_dtype].itemsize
+    slots = source_slots(base, models, storage_itemsize)
+    model_bytes = sum(s.resident // storage_itemsize for s in slots if s.source == template) * model_dtype.itemsize
+    shared = not gpu and rc.type == "ray"
+    if gpu:
+        assert device_memory is not None
+        if gpus > 1:
+            notes.append(f"gpus_per_worker: {gpus:g}: a worker uses its first GPU only (a worker split over "
+                         "several GPUs is not built yet); planned on one")
+        capacity = int(device_memory * min(gpus, 1.0))
+        reserve_bytes = reserve if reserve is not None else max(2**30, capacity // 10)
+        host_budget = (host_memory - per_machine * 2**30) // per_machine  # 1 GiB per process for itself
+    else:
+        # CPU workers: the model instances are private, the sources one copy per machine (Ray) or per worker
+        reserve_bytes = reserve if reserve is not None else max(2**30, host_memory // 20)
+        if shared:
+            capacity = host_memory - (per_machine - 1) * (model_bytes + reserve_bytes)
+        else:
+            capacity = host_memory // per_machine
+        host_budget = 0
+    source_cap = None if rc.source_memory in (None, "auto") else parse_bytes(rc.source_memory)
+    if rc.host_memory not in (None, "auto") and gpu:
+        host_budget = parse_bytes(rc.host_memory)
+    worker = plan_worker(slots, model_bytes=model_bytes, model_dtype=str(model_dtype).removeprefix("torch."),
+                         storage_dtype=rc.storage_dtype, gpu=gpu, capacity=capacity, reserve=reserve_bytes,
+                         host_budget=host_budget, source_memory=source_cap)
+    return MemoryPlan(workers, machines, gpus if gpu else 0.0, device_memory if gpu else None, host_memory, worker,
+                      base, shared, notes)
+
+
+def render(plan: MemoryPlan, sources: Sequence[str]) -> list[str]:
+    """The plan as lines of text: per worker, each source's bytes per tier, the model, headroom, traffic."""
+    w = plan.worker
+    lines = []
+    if w.gpu:
+        assert plan.device_memory is not None
+        lines.append(f"{plan.workers} worker(s) on {plan.machines} machine(s), {plan.gpus_per_worker:g} GPU each "
+                     f"({human(plan.device_memory)} per GPU), host memory {human(plan.host_memory)} per machine")
+    else:
+        lines.append(f"{plan.workers} CPU worker(s) on {plan.machines} machine(s), host memory "
+                     f"{human(plan.host_memory)} per machine"
+                     + ("; sources shared by the workers of a machine" if plan.shared_on_host else ""))
+    lines.extend(f"note: {n}" for n in plan.notes)
+    home = "device" if w.gpu else "host"
+    lines.append(f"per worker ({human(w.capacity)} {'on the device' if w.gpu else 'of host memory'}):")
+    lines.append(f"  model instance ({w.model_dtype}): {human(w.model_bytes)} on the {home}")
+    if w.error is not None:
+        lines.append(f"does not fit: {w.error}")
+        return lines
+    tiers = [DEVICE, HOST, FILES] if w.gpu else [DEVICE, FILES]
+    label = dict(TIER_LABEL) if w.gpu else {DEVICE: "host memory", FILES: "memory-mapped files"}
+    for path in sources:
+        per = w.sources.get(path, {})
+        role = "base" if plan.base is not None and path == str(plan.base) else (
+            "task vector" if plan.base is not None else "source")
+        parts = ", ".join(f"{human(per[t])} {label[t]}" for t in tiers if per.get(t))
+        lines.append(f"  {role} {path} ({w.storage_dtype}): {parts or '0 B'}")
+    lines.append(f"  resident: {human(w.tier_bytes(DEVICE))} {label[DEVICE]}"
+                 + (f", {human(w.tier_bytes(HOST))} pinned host" if w.gpu else "")
+                 + f", {human(w.tier_bytes(FILES))} read from the files")
+    lines.append(f"  headroom for activations / KV cache: {human(w.headroom)} (reserve {human(w.reserve)})")
+    lines.append(f"  per candidate: {human(w.host_to_device)} host -> device, {human(w.file_reads)} read from "
+                 "the source files")
+    return lines
+
+
+def source_order(base: str | None, models: Sequence[str]) -> list[str]:
+    """The sources' paths as the plan lists them: the base first."""
+    from evomerge.exec.shared_sources import source_paths
+
+    paths = list(source_paths(base, models).values())
+    if base is not None:
+        paths.sort(key=lambda p: p != str(base))
+    return paths
+
+
+def plan_for_file(path: Path, **kwargs) -> tuple[MemoryPlan, list[str]]:
+    """``evomerge plan CONFIG``: the plan and its text."""
+    from evomerge.study.config import RunConfig
+
+    config = RunConfig.load(path)
+    plan = make_plan(config, **kwargs)
+    assert config.sources is not None
+    return plan, render(plan, source_order(config.sources.base, config.sources.models))
