@@ -2,6 +2,7 @@
 
 Environment:
   SAFETY_SLOW_S   seconds each evaluation sleeps, so a run is still going when a second process arrives
+  SAFETY_BROKEN   set: `fails_until_fixed` fails every candidate alike (a scorer that is down)
 """
 
 from __future__ import annotations
@@ -18,21 +19,11 @@ def slow_sphere(genome: np.ndarray, recipe: object = None) -> dict[str, float]:
     return {"sphere": float(np.sum((genome - 0.3) ** 2))}
 
 
-def always_fails(genome: np.ndarray, recipe: object = None) -> dict[str, float]:
-    """Every candidate fails the same way, as with a typo in a task name or a scorer that is down."""
-    raise RuntimeError("scorer unreachable: connection refused")
-
-
 def fails_until_fixed(genome: np.ndarray, recipe: object = None) -> dict[str, float]:
     """Fails while SAFETY_BROKEN is set (the user's typo), scores once it is unset (the fix)."""
     if os.environ.get("SAFETY_BROKEN"):
         raise RuntimeError("scorer unreachable: connection refused")
     return {"sphere": float(np.sum((genome - 0.3) ** 2))}
-
-
-def fails_differently(genome: np.ndarray, recipe: object = None) -> dict[str, float]:
-    """Fails with a message that depends on the genome: not one systematic error."""
-    raise ValueError(f"bad candidate {float(genome[0]):.6f}")
 
 
 if __name__ == "__main__":
