@@ -113,3 +113,13 @@ def test_a_ticket_is_a_random_secret_not_the_genomes_hash_and_it_survives_a_rest
     assert again == {a.trial: a.ticket for a in asked}
     for a in asked:
         assert reopened.tell(a.trial, a.ticket, score(a.__dict__)).status == "ok"
+
+
+def test_a_trial_asked_before_tickets_were_random_keeps_the_ticket_it_was_handed(tmp_path):
+    study = RemoteStudy.create(tmp_path, zdt1_study("old", "random"), {}, None)
+    genome = study.study.strategy.ask(1)[0]
+    study.study.save_checkpoint()
+    key = genome_key(genome)  # written as an older server did: no ticket attribute, the key was the ticket
+    number = study.study.store.begin(key, genome, None, {"split": "train"})
+    reopened = RemoteStudy.open(tmp_path / "old")
+    assert reopened.tell(number, key, score({"genome": list(genome)})).status == "ok"
