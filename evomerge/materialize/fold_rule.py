@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import re
 import tempfile
 from collections.abc import Mapping
@@ -65,7 +64,10 @@ class FoldRule:
 
 def fold_rule(config: Mapping[str, Any], where: str) -> FoldRule:
     """The fold rule of ``config``'s architecture; ConfigError naming ``where`` and the reason when unsupported."""
-    rule = _rule_for(_probe_key(config))
+    from evomerge.materialize.layer_config import quiet_transformers
+
+    with quiet_transformers():
+        rule = _rule_for(_probe_key(config))
     if isinstance(rule, str):
         raise ConfigError(f"{where}: data-flow merges are not supported for model_type "
                           f"'{config.get('model_type')}': {rule}")
@@ -117,16 +119,10 @@ def _rule_for(probe_json: str) -> FoldRule | str:
     cls = config_class(section)
     if cls is None:
         return "transformers does not know this model_type"
-    logger = logging.getLogger("transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
     try:
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(cls.from_dict(section), dtype=torch.float32).eval()
+        model = _build(AutoModelForCausalLM, cls, section)
     except Exception as exc:
         return f"cannot build a small probe of it ({type(exc).__name__}: {exc})"
-    finally:
-        logger.setLevel(level)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -149,6 +145,21 @@ def _rule_for(probe_json: str) -> FoldRule | str:
         writes[i] = found
     with tempfile.TemporaryDirectory(prefix="evomerge-fold-probe-") as tmp:
         return _checkpoint_rule(model, stack, writes, Path(tmp))
+
+
+def _build(auto: Any, cls: type, section: dict[str, Any]) -> Any:
+    """The probe model; without the RoPE scaling settings when those are sized for the real head dimension
+    (Phi-3's longrope factors): positions reach attention through q and k, computed from normalized inputs,
+    so RoPE does not change whether the fold is exact."""
+    torch.manual_seed(0)
+    try:
+        return auto.from_config(cls.from_dict(section), dtype=torch.float32).eval()
+    except Exception:
+        plain = {k: v for k, v in section.items() if k not in ("rope_scaling", "rope_parameters")}
+        if plain == section:
+            raise
+        torch.manual_seed(0)
+        return auto.from_config(cls.from_dict(plain), dtype=torch.float32).eval()
 
 
 def _one_layer_per_kind(stack: Any) -> list[int]:
@@ -329,9 +340,6 @@ def _verify(folder: Path, kinds: list[int], rule: FoldRule) -> str | None:
     hops = [Hop(model=str(folder), layer=i, scale=c) for i, c in zip(layers, scales, strict=True)]
     recipe = Recipe(models=[{"model": str(folder)}], merge_method="passthrough", base_model=str(folder),
                     layer_path=hops, dtype="float32")
-    logger = logging.getLogger("transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
     try:
         pool = LayerPool.load(folder, check=False)
         with torch.no_grad():
@@ -342,8 +350,6 @@ def _verify(folder: Path, kinds: list[int], rule: FoldRule) -> str | None:
             got = folded(_ids(), use_cache=False).logits
     except Exception as exc:
         return f"routing or folding a probe failed ({type(exc).__name__}: {exc})"
-    finally:
-        logger.setLevel(level)
     err = _error(got, routed)
     if err > _TOL:
         return f"a folded probe's logits differ from the routed model's by {err:.2g} (relative)"
