@@ -28,16 +28,17 @@ Nothing here lists fields by name; they are derived from the architecture:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from evomerge.errors import MergeError
 
-__all__ = ["LayerSource", "config_class", "layer_count_key", "rearranged_config"]
+__all__ = ["LayerSource", "config_class", "layer_count_key", "quiet_transformers", "rearranged_config"]
 
 # (the source model's config.json as a dict, the source layer's index)
 LayerSource = tuple[Mapping[str, Any], int]
@@ -161,6 +162,23 @@ def _section_of(config: Mapping[str, Any], path: list[str]) -> Mapping[str, Any]
     return config[path[0]] if path and isinstance(config.get(path[0]), dict) else config
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """The probe builds, saves and loads tiny models: none of transformers' reports or progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    logger = logging.getLogger("transformers")
+    level, bars = logger.level, hf_logging.is_progress_bar_enabled()
+    logger.setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 # ------------------------------------------------------------------------------------------ signatures
 def _key(section: Mapping[str, Any]) -> str:
     return json.dumps(section, sort_keys=True, default=str)
@@ -176,17 +194,11 @@ def _signatures(section_json: str) -> tuple[tuple, ...] | None:
     cls = config_class(section)
     if cls is None:
         return None
-    logger = logging.getLogger("transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
     try:
-        config = cls.from_dict(section)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
+        with quiet_transformers(), torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(cls.from_dict(section))
     except Exception:
         return None
-    finally:
-        logger.setLevel(level)
     stack = decoder_layers(model, section[layer_count_key(section) or "num_hidden_layers"])
     if stack is None:
         return None

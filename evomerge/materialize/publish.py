@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 
 from evomerge.errors import MergeError
 from evomerge.io.writer import ShardedWriter, atomic_output_dir
-from evomerge.materialize.layer_config import LayerSource, layer_count_key, rearranged_config
+from evomerge.materialize.layer_config import LayerSource, layer_count_key, quiet_transformers, rearranged_config
 
 __all__ = ["rewrite_layer_config", "verify_strict_load", "write_checkpoint"]
 
@@ -86,16 +85,12 @@ def verify_strict_load(folder: Path, *, shown_as: Path | None = None) -> None:
     from transformers import AutoModelForCausalLM
 
     where = shown_as or folder
-    logger = logging.getLogger("transformers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(str(folder), output_loading_info=True)
+        with quiet_transformers():
+            model, info = AutoModelForCausalLM.from_pretrained(str(folder), output_loading_info=True)
     except Exception as exc:
         raise MergeError(f"{where}: transformers cannot load the written model ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); it is not published") from exc
-    finally:
-        logger.setLevel(level)
     del model
     problems = {kind: sorted(info.get(kind) or ()) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if not any(problems.values()):

@@ -102,7 +102,7 @@ def test_more_architectures(config, tmp_path):
 def test_a_decoder_that_reads_the_raw_stream_is_refused_with_the_reason(tmp_path):
     # OLMo 2 normalizes after attention and MLP, not before: its sublayers read the residual stream raw
     a = save(Olmo2Config(num_hidden_layers=3, **SMALL), tmp_path / "a", 4)
-    with pytest.raises(ConfigError, match="'olmo2': a decoder layer reads its residual input other than through"):
+    with pytest.raises(ConfigError, match="'olmo2': layer 0: a decoder layer reads its residual input other than"):
         DFSSpace(DFSConfig(), Sources(base=None, models=[str(a)]))
 
 
@@ -110,3 +110,20 @@ def test_an_architecture_the_routed_model_cannot_take_is_refused_when_the_space_
     a = save(GPT2Config(n_layer=3, n_embd=32, n_head=4, vocab_size=64, n_positions=32), tmp_path / "a", 3)
     with pytest.raises(ConfigError, match=r"models\[0\].*not supported for model_type 'gpt2': its decoder layers"):
         DFSSpace(DFSConfig(), Sources(base=None, models=[str(a)]))
+
+
+@pytest.mark.slow  # DeepSeek-V3's modeling import alone takes ~9 s here
+def test_dense_and_moe_layers_of_one_model_are_each_probed():
+    from transformers import DeepseekV3Config
+
+    from evomerge.materialize.fold_rule import fold_rule
+
+    config = DeepseekV3Config(num_hidden_layers=5, first_k_dense_replace=3, hidden_size=32, intermediate_size=48,
+                              moe_intermediate_size=16, num_attention_heads=4, num_key_value_heads=4, vocab_size=64,
+                              n_routed_experts=8, num_experts_per_tok=2, n_group=1, topk_group=1, kv_lora_rank=16,
+                              q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8)
+    rule = fold_rule(config.to_dict(), "deepseek")
+    assert rule.factor_for("mlp.down_proj.weight") == 0.0  # the first 3 (dense) layers
+    assert rule.factor_for("mlp.experts.7.down_proj.weight") == 0.0  # expert 7: the probe had 4
+    assert rule.factor_for("mlp.shared_experts.down_proj.weight") == 0.0
+    assert rule.factor_for("mlp.experts.7.gate_proj.weight") is None
