@@ -3,8 +3,8 @@
 Task kinds: generation (greedy, exact match), multiple_choice (log-likelihood),
 perplexity, classification, http (an outside scorer), python (the user's own
 scoring function) and lm_eval (an adapter to lm-evaluation-harness, optional).
-Generating kinds take a prompt format (template, chat template, few-shot, stop). Tasks are YAML + JSONL with fixed splits; the
-search sees ``train`` only.
+Generating kinds take a prompt format (template, chat template, few-shot, stop).
+Tasks are YAML + JSONL with fixed splits; the search sees ``train`` only.
 """
 
 from evomerge.fitness.base import FitnessTask, TaskResult
