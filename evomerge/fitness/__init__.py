@@ -1,9 +1,10 @@
 """Fitness tasks: (model, tokenizer) → named objectives plus one score per example.
 
 Task kinds: generation (greedy, exact match), multiple_choice (log-likelihood),
-perplexity, classification, http (an outside scorer) and lm_eval (an adapter to
-lm-evaluation-harness, optional). Tasks are YAML + JSONL with fixed splits; the
-search sees ``train`` only.
+perplexity, classification, http (an outside scorer), python (the user's own
+scoring function) and lm_eval (an adapter to lm-evaluation-harness, optional).
+Generating kinds take a prompt format (template, chat template, few-shot, stop).
+Tasks are YAML + JSONL with fixed splits; the search sees ``train`` only.
 """
 
 from evomerge.fitness.base import FitnessTask, TaskResult

@@ -15,6 +15,7 @@ which in the result's details.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -50,6 +51,16 @@ def _task_ref(base_dir: Path, ref: str) -> tuple[str, str | None]:
             raise FitnessError(f"{path}: no top-level 'task:' name in this lm-eval task YAML")
         return m.group(1), str(path.parent)
     return ref, None
+
+
+def _per_example(value: Any, metric: str) -> float:
+    """One number per document, higher is better. Corpus-level metrics (perplexities, bits per byte) log a
+    (log-likelihood, words|bytes) pair per document; its per-document form is the log-likelihood per unit
+    (for ``bits_per_byte`` in bits: minus the document's bits per byte)."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        ll, weight = float(value[0]), float(value[1])
+        return ll / weight / (math.log(2) if metric == "bits_per_byte" else 1.0)
+    return float(value)
 
 
 class _Loaded:
@@ -168,7 +179,7 @@ class LmEvalTask:
             if len(set(doc_ids)) != len(doc_ids):
                 raise FitnessError(f"task '{self.name}': lm-eval task '{sub}' logged a document twice under "
                                    f"filter '{filt}'")
-            per.extend(float(s[metric]) for s in samples)
+            per.extend(_per_example(s[metric], metric) for s in samples)
         if not per:
             raise FitnessError(f"task '{self.name}': lm-eval task '{loaded.task_name}' produced no samples "
                                f"under filter '{filt}'")

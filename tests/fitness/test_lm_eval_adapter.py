@@ -197,6 +197,10 @@ def test_adapter_scores_equal_lm_eval_cli_to_the_last_digit(cli_setup, write_tas
     assert res.n == n_docs == len(theirs)  # one entry per document, whatever the number of filters
     if metric in ("acc", "acc_norm", "exact_match"):
         assert res.per_example.tolist() == [float(s[metric]) for s in theirs]
+    else:  # lm-eval logs (log-likelihood, words or bytes) per document; ours is the log-likelihood per unit
+        unit = np.log(2) if metric == "bits_per_byte" else 1.0
+        np.testing.assert_allclose(res.per_example, [s[metric][0] / s[metric][1] / unit for s in theirs],
+                                   rtol=1e-12)
 
 
 @needs_lm_eval
