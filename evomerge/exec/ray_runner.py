@@ -405,7 +405,11 @@ class RayRunner(Runner):
         while self._queue and len(self._refs) < self.max_in_flight:
             ticket = self._queue.popleft()
             fresh = [s for s in live if s.name not in ticket.failed_on]
-            pool = fresh or live  # a worker it has not failed on, whenever one is alive
+            # a worker it has not failed on, whenever one is alive or coming back (a death is charged to the
+            # candidate only once it killed two different workers); the ones it killed only when none is left
+            coming = any(s.name not in ticket.failed_on and s.state.status in ("starting", "restarting")
+                         for s in self._slots)
+            pool = fresh or ([] if coming else live)
             room = [s for s in pool if self._has_room(s, ticket.alone)]
             if not room:
                 kept.append(ticket)

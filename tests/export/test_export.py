@@ -39,7 +39,7 @@ def test_front_export_writes_recipe_mergekit_and_card_per_member(ps_study, tmp_p
         assert ev["scores"]["train"] == rec.objectives
         assert ev["scores"]["test"] == pytest.approx(tests[t.number])
         assert ev["run"] == "ps" and ev["trial"] == t.number and ev["strategy"] == "nsga2"
-        assert ev["budget"] == {"evaluations": 12}
+        assert ev["budget"] == {"evaluations": 12, "stop_after_first_failures": 5}  # the breaker default
         assert ev["merge"]["method"] == "ties"
         assert set(meta["base_model"]) == set(recipe.referenced_models())
         assert not (t.folder / "model").exists()
