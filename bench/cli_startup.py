@@ -35,16 +35,19 @@ def export_commit(ref: str, into: Path) -> Path:
 
 
 def measure(src: Path, args: list[str], runs: int) -> tuple[float, float, bool]:
-    """(median s, min s, torch imported) of ``python -m evomerge ARGS`` with ``src`` first on the path."""
+    """(median s, min s, torch imported) of ``python -m evomerge ARGS`` importing evomerge from ``src``.
+
+    ``-P``: the current directory is not put on the path (it may hold another evomerge).
+    """
     env = {**os.environ, "PYTHONPATH": str(src)}
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "evomerge", *args], env=env, capture_output=True, check=False)
+        subprocess.run([sys.executable, "-P", "-m", "evomerge", *args], env=env, capture_output=True, check=False)
         times.append(time.perf_counter() - t0)
-    trace = subprocess.run([sys.executable, "-X", "importtime", "-m", "evomerge", *args], env=env,
+    trace = subprocess.run([sys.executable, "-P", "-X", "importtime", "-m", "evomerge", *args], env=env,
                            capture_output=True, text=True, check=False).stderr
-    torch = any(line.rstrip().endswith("| torch") for line in trace.splitlines())
+    torch = any(line.rsplit("|", 1)[-1].strip() == "torch" for line in trace.splitlines())
     return statistics.median(times), min(times), torch
 
 

@@ -38,7 +38,7 @@ def write_config(tmp: Path, name: str) -> Path:
 
 
 def cli(*args: str, crash: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(FAULTS.parent)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FAULTS.parent), os.environ.get("PYTHONPATH", "")])}
     if crash:
         env["EVOMERGE_CRASH_AT"] = crash
     return subprocess.run([sys.executable, str(FAULTS), *args, "--no-test"], capture_output=True, text=True, env=env,
@@ -115,7 +115,7 @@ def test_crashes_in_both_stages_then_resume_give_the_uninterrupted_trials(tmp_pa
 def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path, reference):
     ref_trials, ref_result, _ = reference
     cfg = write_config(tmp_path, "killed")
-    env = {**os.environ, "PYTHONPATH": str(FAULTS.parent)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FAULTS.parent), os.environ.get("PYTHONPATH", "")])}
     counts = []
     for i, delay in enumerate((0.05, 0.3, 0.15)):
         args = ["run", str(cfg)] if i == 0 else ["resume", str(tmp_path / "killed")]

@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 HERE = Path(__file__).parent
+# faults.py first, then the caller's PYTHONPATH: the tree under test, not only the installed evomerge
+SUBPROCESS_PATH = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
 
 
 def write_config(tmp: Path, name: str, *, strategy: str = "cma", evaluations: int = 40, dim: int = 4,
@@ -36,7 +38,7 @@ def write_config(tmp: Path, name: str, *, strategy: str = "cma", evaluations: in
 
 
 def cli(*args: str, env_extra: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(HERE), **(env_extra or {})}
+    env = {**os.environ, "PYTHONPATH": SUBPROCESS_PATH, **(env_extra or {})}
     return subprocess.run([sys.executable, str(HERE / "faults.py"), *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
 
@@ -105,7 +107,7 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path):
     reference = trials(tmp_path / "ref", "ref")
 
     cfg = write_config(tmp_path, "killed", evaluations=30)
-    env = {**os.environ, "PYTHONPATH": str(HERE), **slow}
+    env = {**os.environ, "PYTHONPATH": SUBPROCESS_PATH, **slow}
     counts = []
     for i, delay in enumerate((0.45, 0.3, 0.75, 0.2, 0.55)):
         args = ["run", str(cfg)] if i == 0 else ["resume", str(tmp_path / "killed")]
@@ -131,7 +133,7 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path):
     cfg = write_config(tmp_path, "int", evaluations=40)
-    env = {**os.environ, "PYTHONPATH": str(HERE), "EVOMERGE_SLOW_S": "0.05"}
+    env = {**os.environ, "PYTHONPATH": SUBPROCESS_PATH, "EVOMERGE_SLOW_S": "0.05"}
     proc = subprocess.Popen([sys.executable, str(HERE / "faults.py"), "run", str(cfg), "--no-test"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
