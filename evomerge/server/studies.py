@@ -454,9 +454,21 @@ class StudyRegistry:
             if len(self.names()) >= self.max_studies:
                 raise ConflictError(f"this server holds its maximum of {self.max_studies} studies")
             study = RemoteStudy.create(self.root, data, extras, self.models_root, self.database)
+            self._claim(study_dir(self.root, study.name), study.name)
             study.on_tell = self.on_tell
             self._open[study.name] = study
             return study
+
+    @staticmethod
+    def _claim(folder: Path, name: str) -> None:
+        """Hold the study folder's run lock while it is open here: an `evomerge resume` of it is refused, and
+        a study another process is writing is refused here (409) instead of being written twice."""
+        from evomerge import runlock
+
+        try:
+            runlock.acquire(folder, "study folder")
+        except runlock.FolderLockedError as exc:
+            raise ConflictError(f"study '{name}': {exc}") from None
 
     def get(self, name: str) -> RemoteStudy:
         folder = study_dir(self.root, name)
@@ -464,6 +476,7 @@ class StudyRegistry:
             if name not in self._open:
                 if not (folder / SERVER_FILE).is_file():
                     raise NotFoundError(f"no study '{name}' on this server")
+                self._claim(folder, name)
                 self._open[name] = RemoteStudy.open(folder, self.models_root)
                 self._open[name].on_tell = self.on_tell
             return self._open[name]

@@ -123,3 +123,17 @@ def test_a_trial_asked_before_tickets_were_random_keeps_the_ticket_it_was_handed
     number = study.study.store.begin(key, genome, None, {"split": "train"})
     reopened = RemoteStudy.open(tmp_path / "old")
     assert reopened.tell(number, key, score({"genome": list(genome)})).status == "ok"
+
+
+def test_a_served_study_folder_has_one_writer_the_server(root_server):
+    """A study folder is also a run folder: while the server has it open, `evomerge resume` on it is refused."""
+    import os
+    import subprocess
+    import sys
+
+    root, client = root_server
+    client.create_study(zdt1_study("served"))
+    res = subprocess.run([sys.executable, "-m", "evomerge", "resume", str(root / "served")], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert res.returncode == 2, res.stderr
+    assert f"pid {os.getpid()}" in res.stderr and "in use" in res.stderr
