@@ -11,6 +11,8 @@ VENV ?= .venv
 LATEST_VENV ?= .venv-latest
 LOCK ?= constraints/tested.txt
 TORCH_CONSTRAINT ?= constraints/torch-cpu.txt
+# test processes (pytest-xdist): the suite is CPU-bound at ~1 core, so 2 halves its time on a 2-core machine
+PYTEST_WORKERS ?= 2
 BIN = $(VENV)/bin
 TORCH_FLAG = $(if $(TORCH_CONSTRAINT),-c $(TORCH_CONSTRAINT),)
 LOCK_FLAG = $(if $(LOCK),-c $(LOCK),)
@@ -30,10 +32,10 @@ demo: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 test-all: install
-	$(BIN)/python -m pytest -q -m 'slow or not slow'
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m 'slow or not slow'
 
 # The same suite against the newest releases of every dependency (torch stays the pinned CPU wheel).
 # Skipped, with a line saying so, when the newest releases are exactly the locked set.
@@ -48,7 +50,7 @@ test-latest:
 	else \
 	  echo "test-latest: newer releases than $(LOCK):"; \
 	  diff <(grep -v '^#' $(LOCK) | sort) $(LATEST_VENV)/freeze.txt | grep '^>' || true; \
-	  $(LATEST_VENV)/bin/python -m pytest -q -p no:cacheprovider; \
+	  $(LATEST_VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) -p no:cacheprovider; \
 	fi
 
 # Regenerate the lock from a fresh resolution of today's newest releases (then run `make test`).
