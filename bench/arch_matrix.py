@@ -10,7 +10,12 @@ For each architecture this transformers can build, a tiny random family (base
   the reloaded streaming merge, bit for bit, every parameter;
 * a PS search (DARE-TIES, 3 evaluations in place, perplexity fitness) is run and its best
   trial exported; the export, loaded by plain transformers, must reproduce the
-  recorded train and test scores exactly.
+  recorded train and test scores exactly;
+* a passthrough layer stack (the base's layers + an expert's last layer) loads strictly, its config
+  says so, and the added layer holds the expert's tensors bit for bit;
+* a data-flow layer path (scaled hops, a repeated expert layer) is folded and the folded model,
+  loaded strictly, gives the routed model's logits (max |diff| relative to max |logit|), or the
+  architecture is refused with its reason.
 
 A cell says ``ok`` or the first line of the error. The last column says what
 transformers' key conversions do to the checkpoint (what the in-place path
@@ -32,7 +37,9 @@ import torch
 from evomerge.testing_archs import (
     MERGE_METHODS,
     available_archs,
+    check_dataflow,
     check_in_place,
+    check_passthrough,
     check_ps_search,
     check_streaming_merge,
     load_strictly,
@@ -47,6 +54,20 @@ def _cell(fn) -> tuple[str, object]:
     except Exception as exc:  # a failing cell is the point of the table
         line = (str(exc).splitlines() or [type(exc).__name__])[0]
         return f"**fails**: {type(exc).__name__}: {line[:120]}", None
+
+
+def _dataflow_cell(base: Path, experts: list[Path], out: Path) -> str:
+    """ok with the folded-vs-routed logit difference, or the refusal's reason (said when the space is built)."""
+    from evomerge.errors import ConfigError
+
+    def attempt() -> str:
+        try:
+            return f"ok (rel. {check_dataflow(base, experts, out)})"
+        except ConfigError as exc:  # a refusal is an answer, not a failure
+            return "refused: " + str(exc).split("not supported for ", 1)[-1]
+
+    status, cell = _cell(attempt)
+    return cell if cell is not None else status
 
 
 def row(arch: str, root: Path, task: Path) -> list[str]:
@@ -67,6 +88,9 @@ def row(arch: str, root: Path, task: Path) -> list[str]:
     failures = [c for c in in_place if c]
     cells.append(failures[0] if failures else f"ok ({len(in_place)}/{len(MERGE_METHODS)})")
     cells.append(_cell(lambda: check_ps_search(base, experts, task, root / arch / "search"))[0])
+    status, layers = _cell(lambda: check_passthrough(base, experts, root / arch / "passthrough"))
+    cells.append(f"ok ({layers} layers)" if layers is not None else status)
+    cells.append(_dataflow_cell(base, experts, root / arch / "dataflow"))
     ckpt = Checkpoint.open(base)
     conversions, lm = _cell(lambda: LoadMap(model, [(n, ckpt.info(n).shape) for n in ckpt.names]))
     cells.append(lm.summary() if lm is not None else conversions)
@@ -87,6 +111,7 @@ def main() -> None:
         task = write_perplexity_task(root)
         rows = {arch: row(arch, root, task) for arch in archs}
     header = [*MERGE_METHODS, "in place = streaming, bit for bit", "PS search in place, export reproduces",
+              "passthrough slices: strict load, added layer = source", "data flow: folded = routed logits",
               "transformers' key conversions replayed in place"]
     print(f"\ntransformers {transformers.__version__}, torch {torch.__version__}; "
           f"{time.perf_counter() - started:.0f} s\n")

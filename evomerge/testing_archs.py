@@ -225,3 +225,67 @@ def check_ps_search(base: Path, experts: list[Path], task: Path, root: Path, *, 
                 raise AssertionError(f"trial {best}: exported model scores {res.objectives[name]!r} on {split}, "
                                      f"the search recorded {recorded[name]!r}")
     return float(records[best].objectives[tasks[0].objective_name])
+
+
+def check_passthrough(base: Path, experts: list[Path], out: Path) -> int:
+    """A layer stack (mergekit passthrough slices: the base's layers, then the expert's last layer again) loads
+    strictly with a config that says so, and its added layer holds the expert's weights bit for bit.
+
+    Returns the output's layer count.
+    """
+    from safetensors.torch import load_file
+
+    from evomerge.io.checkpoint import Checkpoint
+    from evomerge.materialize.streaming import merge_to_disk
+    from evomerge.recipe.layout import place_of
+    from evomerge.recipe.model import Recipe
+
+    n = Checkpoint.open(base).num_layers
+    recipe = Recipe.model_validate({"merge_method": "passthrough", "dtype": "float32", "slices": [
+        {"sources": [{"model": str(base), "layer_range": [0, n]}]},
+        {"sources": [{"model": str(experts[0]), "layer_range": [n - 1, n]}]}]})
+    merge_to_disk(recipe, out)
+    model = load_strictly(out)
+    layers = model.config.num_hidden_layers
+    if layers != n + 1:
+        raise AssertionError(f"passthrough of {n} + 1 layers: the config says {layers}")
+    written = {k: v for f in sorted(out.glob("*.safetensors")) for k, v in load_file(f).items()}
+    source = {k: v for f in sorted(Path(experts[0]).glob("*.safetensors")) for k, v in load_file(f).items()}
+    added = [k for k in written if place_of(k).layer == n]
+    if not added:
+        raise AssertionError(f"passthrough: no tensor of layer {n} was written")
+    for name in added:
+        want = source[name.replace(f".{n}.", f".{n - 1}.", 1)]
+        if not torch.equal(written[name], want):
+            raise AssertionError(f"passthrough: '{name}' is not the expert's layer {n - 1} tensor")
+    return layers
+
+
+def check_dataflow(base: Path, experts: list[Path], out: Path) -> str:
+    """A data-flow layer path (base's layers with an expert's layer repeated, scaled hops) folded into a plain
+    checkpoint: the folded model, loaded strictly, gives the routed model's logits. Returns the largest logit
+    difference relative to the largest logit; raises ConfigError where the architecture is refused (its reason).
+    """
+    from evomerge.io.checkpoint import Checkpoint
+    from evomerge.io.json_object import read_json_object
+    from evomerge.materialize.dataflow import check_foldable, fold_layer_path_to_disk, load_routed_model
+    from evomerge.recipe.model import Hop, Recipe
+
+    check_foldable(read_json_object(Path(base) / "config.json"), f"{base}")
+    n = Checkpoint.open(base).num_layers
+    path = [Hop(model=str(base), layer=j, scale=1.0) for j in range(n)]
+    path.insert(1, Hop(model=str(experts[0]), layer=n - 1, scale=1.3))
+    path[-1] = Hop(model=str(base), layer=n - 1, scale=0.8)
+    recipe = Recipe(models=[{"model": str(base)}], merge_method="passthrough", base_model=str(base),
+                    layer_path=path, dtype="float32")
+    ids = torch.arange(12).reshape(2, 6) % 60
+    with torch.no_grad():
+        routed = load_routed_model(recipe)(ids, use_cache=False).logits
+        fold_layer_path_to_disk(recipe, out)
+        folded = load_strictly(out)(ids, use_cache=False).logits
+    rel = float((folded - routed).abs().max() / routed.abs().max())
+    # exact up to the norms' eps, which a tiny random model's small residual stream magnifies (~1e-3 here);
+    # a fold that missed or misplaced a hop's scale is off by tens of percent
+    if not rel < 1e-2:
+        raise AssertionError(f"data flow: folded logits differ from the routed model's by {rel:.2g} (relative)")
+    return f"{rel:.0e}"

@@ -12,14 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from evomerge.errors import MergeError
+from evomerge.errors import ConfigError, MergeError
 from evomerge.materialize.inplace import ResidentSources, materialize_into
 from evomerge.materialize.load_map import LoadMap
 from evomerge.recipe.model import Recipe
 from evomerge.testing_archs import (
     MERGE_METHODS,
     available_archs,
+    check_dataflow,
     check_in_place,
+    check_passthrough,
     check_ps_search,
     check_streaming_merge,
     load_strictly,
@@ -247,3 +249,43 @@ def test_split_and_transposed_checkpoints_land_as_transformers_converts_them(spl
     ckpt = Checkpoint.open(base)
     summary = LoadMap(model, [(n, ckpt.info(n).shape) for n in ckpt.names]).summary()
     assert "4 converted into 6" in summary, summary  # 2 layers x (gate_up -> 2, q_proj_t -> 1)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_passthrough_layer_stack_loads_strictly_and_its_added_layer_is_the_sources(arch, families, tmp_path):
+    base, experts = families[arch]
+    assert check_passthrough(base, experts, tmp_path / "stack") == families_layers(base) + 1
+
+
+def families_layers(base: Path) -> int:
+    from evomerge.io.checkpoint import Checkpoint
+
+    return Checkpoint.open(base).num_layers
+
+
+# data flow: where the fold is exact the folded model gives the routed logits; elsewhere a refusal with its reason
+DATAFLOW_DEFAULT = ("llama-tied", "mixtral")
+DATAFLOW_REFUSED = {"gpt2": "not a '.layers' list"}
+
+
+@pytest.mark.parametrize("arch", DATAFLOW_DEFAULT)
+def test_data_flow_folds_to_the_routed_logits(arch, families, tmp_path):
+    base, experts = families[arch]
+    assert float(check_dataflow(base, experts, tmp_path / "folded")) < 1e-2
+
+
+@pytest.mark.parametrize("arch", sorted(DATAFLOW_REFUSED))
+def test_data_flow_is_refused_with_the_reason_where_the_fold_is_not_exact(arch, families, tmp_path):
+    base, experts = families[arch]
+    with pytest.raises(ConfigError, match=DATAFLOW_REFUSED[arch]):
+        check_dataflow(base, experts, tmp_path / "folded")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a not in DATAFLOW_DEFAULT and a not in DATAFLOW_REFUSED])
+def test_data_flow_on_the_other_architectures_folds_or_is_refused_by_name(arch, families, tmp_path):
+    base, experts = families[arch]
+    try:
+        assert float(check_dataflow(base, experts, tmp_path / "folded")) < 1e-2
+    except ConfigError as exc:
+        assert "data-flow merges are not supported for model_type" in str(exc)
