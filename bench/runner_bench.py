@@ -107,20 +107,13 @@ def tiny_llama_zoo(tmp: Path, name: str, *, hidden: int = 128, layers: int = 4, 
     import json
 
     import yaml
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
-    from evomerge.testing import tiny_llama_config, tiny_llama_family
+    from evomerge.testing import save_word_tokenizer, tiny_llama_config, tiny_llama_family
 
     words = [str(i) for i in range(20)] + ["plus", "is", "what"]
     config = tiny_llama_config(hidden_size=hidden, intermediate_size=2 * hidden, num_layers=layers, vocab_size=vocab)
     base, experts = tiny_llama_family(tmp / name, n_experts=3, config=config)
-    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *words])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                            unk_token="<unk>").save_pretrained(base)
+    save_word_tokenizer(base, words)
     rng = np.random.default_rng(0)
     rows = [{"prompt": f"what is {a} plus {b}", "answer": str(a + b)}
             for a, b in rng.integers(0, 10, size=(128, 2))]

@@ -21,6 +21,7 @@ from evomerge.exec.worker import EvalWorker
 from evomerge.fitness import load_task
 from evomerge.materialize.inplace import ResidentSources
 from evomerge.recipe.model import Recipe
+from evomerge.testing import save_word_tokenizer
 
 WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "fast", "slow", "and", "then", "."]
 TEXTS = ["the cat sat on the mat .", "a dog ran fast and then sat .", "the dog sat on a mat then ran .",
@@ -28,16 +29,7 @@ TEXTS = ["the cat sat on the mat .", "a dog ran fast and then sat .", "the dog s
 
 
 def save_tokenizer(folder: Path) -> None:
-    """A word-level tokenizer (ids below the tiny Llama's 64), saved beside the weights as a model's would be."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                            unk_token="<unk>").save_pretrained(folder)
+    save_word_tokenizer(folder, WORDS)
 
 
 @pytest.fixture(scope="module")
