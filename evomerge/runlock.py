@@ -18,7 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,14 +32,6 @@ _guard = threading.Lock()
 
 class FolderLockedError(EvomergeError):
     """Another process is writing this folder."""
-
-
-def _holder(path: Path) -> str:
-    try:
-        pid = path.read_text().strip()
-    except OSError:
-        pid = ""
-    return f"pid {pid}" if pid.isdigit() else "another process"
 
 
 def acquire(folder: str | Path, what: str = "run folder") -> Path:
@@ -61,20 +53,31 @@ def acquire(folder: str | Path, what: str = "run folder") -> Path:
             where = exc.filename or key
             raise ConfigError(f"{where}: cannot write the {what} here ({exc.strerror}); choose a folder you can "
                               "write to, or fix its permissions") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FolderLockedError(
-                f"{key}: this {what} is in use by {_holder(key / LOCK_FILE)} (lock {key / LOCK_FILE}); "
-                "wait for it to finish or stop it, then run again") from None
-        except OSError as exc:
-            os.close(fd)
-            raise FolderLockedError(f"{key}: cannot lock the {what} ({exc.strerror})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        fd = take_flock(fd, key / LOCK_FILE, lambda holder: FolderLockedError(
+            f"{key}: this {what} is in use by {holder} (lock {key / LOCK_FILE}); "
+            "wait for it to finish or stop it, then run again"))
         _held[key] = [fd, 1]
         return key
+
+
+def take_flock(fd: int, path: Path, refusal: Callable[[str], EvomergeError]) -> int:
+    """Lock the open file ``fd`` (at ``path``) without waiting and write this pid into it.
+
+    Closes ``fd`` and raises ``refusal(holder)`` (holder: "pid N") when another process has it.
+    Shared by the run-folder locks here and the server's storage-root lock.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise refusal(f"pid {holder}" if holder.isdigit() else "another process") from None
+    except OSError as exc:
+        os.close(fd)
+        raise FolderLockedError(f"{path}: cannot take the lock ({exc.strerror})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def release(folder: str | Path) -> None:

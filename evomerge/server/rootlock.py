@@ -4,17 +4,17 @@ Two servers on one root would each open the same studies and hand out the same
 genomes twice. ``fcntl.flock`` is held by the open file, so the kernel releases
 it when the process ends in any way (``kill -9`` included): a crash never leaves
 a stale lock to clean up by hand. The file holds the pid of the server that has
-it, so the refusal can name it. (POSIX only: evomerge serves from Linux/macOS.)
+it, so the refusal can name it (the flock and the pid record are `runlock.take_flock`, shared with
+the run-folder locks; unlike those, this lock is not counted per process). POSIX only.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
-from typing import IO
 
 from evomerge.errors import EvomergeError
+from evomerge.runlock import take_flock
 
 LOCK_FILE = ".evomerge-serve.lock"
 
@@ -26,14 +26,14 @@ class StorageLockedError(EvomergeError):
 class StorageLock:
     """Holds the lock of one storage root until ``release`` (or the process's end)."""
 
-    def __init__(self, root: Path, handle: IO[str]) -> None:
+    def __init__(self, root: Path, fd: int) -> None:
         self.root = root
-        self._handle: IO[str] | None = handle
+        self._fd: int | None = fd
 
     def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing the file drops the flock
-            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
 
     def __enter__(self) -> StorageLock:
         return self
@@ -43,21 +43,15 @@ class StorageLock:
 
 
 def lock_storage_root(root: str | Path) -> StorageLock:
-    """Take the root's lock without waiting; StorageLockedError naming the holder's pid if another server has it."""
+    """Take the root's lock without waiting; StorageLockedError naming the holder's pid if another server has it.
+
+    Not counted per process (unlike run folders): a second server in the same process is refused too.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_FILE
-    handle = open(path, "a+")  # noqa: SIM115 - held open for the server's lifetime: the open file *is* the lock
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise StorageLockedError(f"storage root {root} is already served by another `evomerge serve` (pid {holder}); "
-                                 "stop that server or give another --storage") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return StorageLock(root, handle)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = take_flock(fd, path, lambda holder: StorageLockedError(
+        f"storage root {root} is already served by another `evomerge serve` ({holder}); "
+        "stop that server or give another --storage"))
+    return StorageLock(root, fd)
