@@ -89,6 +89,22 @@ def write_perplexity_task(root: str | Path, *, n: int = 6, seed: int = 0) -> Pat
     return task
 
 
+def save_random_model(config: Any, folder: Path, seed: int, *, noise: float = 0.05,
+                      embedding_scale: float = 1.0) -> Path:
+    """A model built from ``config`` with every parameter perturbed (non-trivial norms and biases, so a layer
+    mix-up shows in the logits), its embeddings scaled by ``embedding_scale``, saved to ``folder``."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise)
+        model.get_input_embeddings().weight.mul_(embedding_scale)
+    model.save_pretrained(folder)
+    return folder
+
+
 def save_model(model: Any, out: Path) -> Path:
     model.save_pretrained(out)
     save_tokenizer(out)

@@ -32,22 +32,16 @@ from evomerge.recipe.model import Hop, Recipe
 from evomerge.spaces.base import Sources
 from evomerge.spaces.config import DFSConfig
 from evomerge.spaces.dfs import DFSSpace
+from evomerge.testing_archs import save_random_model
 
 SMALL = dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2, vocab_size=64)
 IDS = torch.arange(16).reshape(2, 8) % 64
 
 
 def save(config, folder: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-        # A residual stream well above the norms' ε, as in trained models past their first layer: the fold is
-        # exact up to ε·(P²−1)/mean(x²) (fold_layer_path_to_disk), which a random tiny stream would magnify.
-        model.get_input_embeddings().weight.mul_(30.0)
-    model.save_pretrained(folder)
-    return folder
+    # A residual stream well above the norms' ε, as in trained models past their first layer: the fold is
+    # exact up to ε·(P²−1)/mean(x²) (fold_layer_path_to_disk), which a random tiny stream would magnify.
+    return save_random_model(config, folder, seed, embedding_scale=30.0)
 
 
 def routed_equals_folded(config, tmp_path: Path) -> None:

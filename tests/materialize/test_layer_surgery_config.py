@@ -26,25 +26,10 @@ from evomerge.materialize.layer_config import rearranged_config
 from evomerge.materialize.publish import verify_strict_load
 from evomerge.materialize.streaming import merge_to_disk
 from evomerge.recipe.model import Recipe
+from evomerge.testing_archs import load_strictly, save_random_model
 
 SMALL = dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2, vocab_size=64)
 IDS = torch.arange(14).reshape(2, 7) % 64
-
-
-def save(config, folder: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():  # non-trivial norms and biases, so a layer mix-up shows in the logits
-            p.add_(torch.randn_like(p) * 0.05)
-    model.save_pretrained(folder)
-    return folder
-
-
-def strict_load(folder: Path):
-    model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    return model.eval()
 
 
 def passthrough(*parts: tuple[Path, int, int]) -> Recipe:
@@ -76,7 +61,7 @@ def by_hand(config, parts: list[tuple[Path, int]], first: Path, last: Path):
 def test_qwen2_sliding_layer_types_follow_their_source_layers(tmp_path):
     cfg = Qwen2Config(num_hidden_layers=4, use_sliding_window=True, sliding_window=3, max_window_layers=2, **SMALL)
     assert cfg.layer_types == ["full_attention", "full_attention", "sliding_attention", "sliding_attention"]
-    a, b = save(cfg, tmp_path / "a", 1), save(cfg, tmp_path / "b", 2)
+    a, b = save_random_model(cfg, tmp_path / "a", 1), save_random_model(cfg, tmp_path / "b", 2)
     merge_to_disk(passthrough((a, 0, 3), (b, 2, 4), (a, 1, 2)), tmp_path / "out")
     written = json.loads((tmp_path / "out" / "config.json").read_text())
     types = ["full_attention", "full_attention", "sliding_attention", "sliding_attention", "sliding_attention",
@@ -85,12 +70,12 @@ def test_qwen2_sliding_layer_types_follow_their_source_layers(tmp_path):
     expected = Qwen2Config(num_hidden_layers=6, use_sliding_window=True, sliding_window=3, layer_types=types, **SMALL)
     want = by_hand(expected, [(a, 0), (a, 1), (a, 2), (b, 2), (b, 3), (a, 1)], a, a)
     with torch.no_grad():
-        torch.testing.assert_close(strict_load(tmp_path / "out")(IDS).logits, want(IDS).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(load_strictly(tmp_path / "out")(IDS).logits, want(IDS).logits, rtol=0, atol=1e-5)
 
 
 def test_gemma2_alternating_layers_keep_their_attention_type(tmp_path):
     cfg = Gemma2Config(num_hidden_layers=4, head_dim=8, sliding_window=3, **SMALL)
-    a = save(cfg, tmp_path / "a", 3)
+    a = save_random_model(cfg, tmp_path / "a", 3)
     merge_to_disk(passthrough((a, 0, 2), (a, 0, 2), (a, 3, 4)), tmp_path / "out")
     written = json.loads((tmp_path / "out" / "config.json").read_text())
     types = [cfg.layer_types[i] for i in (0, 1, 0, 1, 3)]
@@ -98,16 +83,16 @@ def test_gemma2_alternating_layers_keep_their_attention_type(tmp_path):
     want = by_hand(Gemma2Config(num_hidden_layers=5, head_dim=8, sliding_window=3, layer_types=types, **SMALL),
                    [(a, 0), (a, 1), (a, 0), (a, 1), (a, 3)], a, a)
     with torch.no_grad():
-        torch.testing.assert_close(strict_load(tmp_path / "out")(IDS).logits, want(IDS).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(load_strictly(tmp_path / "out")(IDS).logits, want(IDS).logits, rtol=0, atol=1e-5)
 
 
 def test_gpt2_layer_count_is_written_under_its_own_name(tmp_path):
     cfg = GPT2Config(n_layer=4, n_embd=32, n_head=4, vocab_size=64, n_positions=32)
-    a = save(cfg, tmp_path / "a", 4)
+    a = save_random_model(cfg, tmp_path / "a", 4)
     merge_to_disk(passthrough((a, 0, 4), (a, 2, 4)), tmp_path / "out")
     written = json.loads((tmp_path / "out" / "config.json").read_text())
     assert written["n_layer"] == 6 and "num_hidden_layers" not in written
-    got = strict_load(tmp_path / "out")
+    got = load_strictly(tmp_path / "out")
     assert len(got.transformer.h) == 6
     want = by_hand(GPT2Config(n_layer=6, n_embd=32, n_head=4, vocab_size=64, n_positions=32),
                    [(a, i) for i in (0, 1, 2, 3, 2, 3)], a, a)
@@ -119,7 +104,7 @@ def test_moe_dense_layers_stay_dense_where_they_land(tmp_path):
     cfg = Qwen2MoeConfig(num_hidden_layers=4, mlp_only_layers=[1], decoder_sparse_step=1, num_experts=4,
                          num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=16,
                          **SMALL)
-    a = save(cfg, tmp_path / "a", 5)
+    a = save_random_model(cfg, tmp_path / "a", 5)
     merge_to_disk(passthrough((a, 0, 2), (a, 1, 4)), tmp_path / "out")
     written = json.loads((tmp_path / "out" / "config.json").read_text())
     assert written["num_hidden_layers"] == 5 and written["mlp_only_layers"] == [1, 2]
@@ -128,7 +113,7 @@ def test_moe_dense_layers_stay_dense_where_they_land(tmp_path):
                                   shared_expert_intermediate_size=16, **SMALL),
                    [(a, i) for i in (0, 1, 1, 2, 3)], a, a)
     with torch.no_grad():
-        torch.testing.assert_close(strict_load(tmp_path / "out")(IDS).logits, want(IDS).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(load_strictly(tmp_path / "out")(IDS).logits, want(IDS).logits, rtol=0, atol=1e-5)
 
 
 def test_a_sparse_step_is_rewritten_when_no_index_list_can_say_it():
@@ -142,7 +127,7 @@ def test_a_sparse_step_is_rewritten_when_no_index_list_can_say_it():
 
 def test_a_stale_layer_count_is_an_error_naming_the_field_and_nothing_is_published(tmp_path):
     cfg = GPT2Config(n_layer=4, n_embd=32, n_head=4, vocab_size=64, n_positions=32)
-    folder = save(cfg, tmp_path / "a", 6)
+    folder = save_random_model(cfg, tmp_path / "a", 6)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "n_layer": 3}))
     with pytest.raises(MergeError, match="'n_layer' says 3 layers but the weights hold layer 3"):
@@ -160,13 +145,13 @@ def _deepseek_v3(layers: int):
 
 @pytest.mark.slow  # importing DeepSeek-V3's modeling code alone takes ~9 s here
 def test_first_k_dense_replace_follows_the_dense_layers_or_the_merge_is_refused_unpublished(tmp_path):
-    a = save(_deepseek_v3(4), tmp_path / "a", 7)  # layers 0, 1 dense; 2, 3 MoE
+    a = save_random_model(_deepseek_v3(4), tmp_path / "a", 7)  # layers 0, 1 dense; 2, 3 MoE
     merge_to_disk(passthrough((a, 0, 1), (a, 0, 4)), tmp_path / "out")
     assert json.loads((tmp_path / "out" / "config.json").read_text())["first_k_dense_replace"] == 3
     want = by_hand(_deepseek_v3(5).__class__(**{**_deepseek_v3(5).to_dict(), "first_k_dense_replace": 3}),
                    [(a, i) for i in (0, 0, 1, 2, 3)], a, a)
     with torch.no_grad():
-        torch.testing.assert_close(strict_load(tmp_path / "out")(IDS).logits, want(IDS).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(load_strictly(tmp_path / "out")(IDS).logits, want(IDS).logits, rtol=0, atol=1e-5)
     # a MoE layer before a dense one: no first_k_dense_replace says that
     with pytest.raises(MergeError, match=r"output layer 0 \(source layer 2\).*first_k_dense_replace"):
         merge_to_disk(passthrough((a, 2, 3), (a, 0, 1)), tmp_path / "bad")
