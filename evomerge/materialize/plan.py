@@ -18,8 +18,8 @@ from typing import Protocol
 
 from evomerge.errors import CheckpointError, ConfigError
 from evomerge.io.validate import check_vocabulary
-from evomerge.merge.base import MergeMethod
 from evomerge.merge.registry import get_method
+from evomerge.merge.spec import MergeMethod
 from evomerge.recipe.layout import count_layers, place_of
 from evomerge.recipe.model import GroupOverride, Parameters, Recipe, Slice
 from evomerge.recipe.params import evaluate_setting

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from evomerge.errors import ConfigError, MergeError
-from evomerge.merge.base import MergeMethod, ParamSpec
 from evomerge.merge.registry import get_method
+from evomerge.merge.spec import MergeMethod, ParamSpec
 from evomerge.recipe.model import ModelSpec, Parameters, Recipe
 from evomerge.recipe.params import ConditionalParameter, ParameterSetting
 from evomerge.spaces.base import SearchSpace, Sources, choose_interval
