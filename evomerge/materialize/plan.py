@@ -189,8 +189,11 @@ class _Planner:
                 for p in layer_places:
                     tasks.append(self._task(p.renamed(out_layer), p.name, sl, idx, t=t, layer=out_layer))
                 out_layer += 1
+        # mergekit 0.1.5 reads every tensor outside the layers at t = 0 (its module-level reader keeps t = 0 for
+        # the final norm and head as for the embeddings): a gradient gives them its first value. (mergekit
+        # before 0.1.5 took t = 1 after the layers; a config pasted today is written for 0.1.5.)
         for name in post:
-            tasks.append(self._task(name, name, slices[-1], slices[-1].num_layers - 1, t=1.0, layer=None))
+            tasks.append(self._task(name, name, slices[-1], slices[-1].num_layers - 1, t=0.0, layer=None))
         tok = self.recipe.tokenizer_source
         tokenizer_model = config_model if tok in (None, "base", "union") else model_key(tok)
         models = sorted({r.model for t in tasks for r in (*t.sources, *([t.base] if t.base else []))})

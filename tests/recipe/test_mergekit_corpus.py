@@ -209,8 +209,6 @@ def mergekit_results(pool: Pools, tmp_path_factory: pytest.TempPathFactory) -> t
 
 # Differences found by this check that belong to a method's numerics (issue 14 item 4, on another branch).
 KNOWN_DIFFERENCES = {
-    "breadcrumbs_ties_stheno_soliloquy": "a weight gradient reaches the head: evomerge evaluates it at t = 1 there, "
-                                         "mergekit 0.1.5 at t = 0 (README method table, the parity test)",
     "breadcrumbs_saul_biomistral": "breadcrumbs keeps a different band than mergekit 0.1.5 in 2 of the 16 entries "
                                    "of one norm weight (density 0.9, gamma 0.01); relative error 1.6e-5",
 }
