@@ -20,6 +20,7 @@ from evomerge.errors import CheckpointError, ConfigError
 from evomerge.io.validate import check_vocabulary
 from evomerge.merge.registry import get_method
 from evomerge.merge.spec import MergeMethod
+from evomerge.recipe.ignored import mergekit_parameter_names
 from evomerge.recipe.layout import count_layers, place_of
 from evomerge.recipe.model import GroupOverride, Parameters, Recipe, Slice
 from evomerge.recipe.params import evaluate_setting
@@ -132,10 +133,11 @@ class _Planner:
         methods = [get_method(self.recipe.merge_method), *(get_method(g.merge_method) for g in self.recipe.groups)]
         known = {p.name for m in methods for p in m.params}
         names = ", ".join(sorted(known)) or "none"
+        ignored = mergekit_parameter_names()  # accepted with a warning (the Recipe gave it): mergekit ignores them
 
         def check(params: Parameters | None, where: str) -> None:
             for key in params or {}:
-                if key not in known:
+                if key not in known and key not in ignored:
                     raise ConfigError(
                         f"{where}: '{key}' is not a parameter of {'/'.join(m.name for m in methods)} "
                         f"(known: {names})"

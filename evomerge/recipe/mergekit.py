@@ -76,6 +76,7 @@ def to_mergekit(recipe: Recipe) -> MergekitExport:
         )
     ordered = {k: data[k] for k in ("models", "slices", "base_model", "merge_method", "parameters", "dtype",
                                     "out_dtype", "tokenizer_source", "tokenizer", "chat_template") if k in data}
+    ordered.update(recipe.ignored_keys)  # top-level keys mergekit ignores, written back where they were read
     return MergekitExport(config=ordered, warnings=warnings)
 
 
