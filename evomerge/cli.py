@@ -174,6 +174,12 @@ def methods() -> None:
     out.print(table)
     for name, why in inert.items():
         out.print(f"{name}: {why}")
+    from evomerge.recipe.ignored import NO_EFFECT
+
+    out.print(f"keys mergekit ignores: a parameter another mergekit method declares (e.g. weight on model_stock, "
+              f"a per-model weight on sce), mergekit-evolve's smooth / allow_negative_weights, a top-level "
+              f"select_topk / int8_mask / pad_to_multiple_of, a slice source's revision: accepted and kept in the "
+              f"recipe, with one warning each that it {NO_EFFECT}; any other unknown key is an error")
 
 
 def _search(config, run_dir: Path | None, finalize: bool) -> None:
@@ -476,11 +482,29 @@ def _mount_optional_subapps() -> None:
 _mount_optional_subapps()
 
 
+def _show_own_warnings(warnings) -> None:
+    """evomerge's own warnings (a key that has no effect...) as one 'warning:' line each, without a source line."""
+    from rich.markup import escape
+
+    from evomerge.errors import IgnoredKeyWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, IgnoredKeyWarning):
+            console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main() -> None:
     import logging
     import warnings
 
     warnings.filterwarnings("ignore", message="Could not import matplotlib")  # pycma's optional plotting
+    _show_own_warnings(warnings)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     try:
         app()

@@ -25,3 +25,7 @@ class MergeError(EvomergeError):
 
 class FitnessError(EvomergeError):
     """A fitness task is malformed or could not score a candidate."""
+
+
+class IgnoredKeyWarning(UserWarning):
+    """A key mergekit accepts and ignores: accepted and recorded here too, and named, since it changes nothing."""

@@ -18,8 +18,9 @@ from typing import Protocol
 
 from evomerge.errors import CheckpointError, ConfigError
 from evomerge.io.validate import check_vocabulary
-from evomerge.merge.base import MergeMethod
 from evomerge.merge.registry import get_method
+from evomerge.merge.spec import MergeMethod
+from evomerge.recipe.ignored import mergekit_parameter_names
 from evomerge.recipe.layout import count_layers, place_of
 from evomerge.recipe.model import GroupOverride, Parameters, Recipe, Slice
 from evomerge.recipe.params import evaluate_setting
@@ -132,10 +133,11 @@ class _Planner:
         methods = [get_method(self.recipe.merge_method), *(get_method(g.merge_method) for g in self.recipe.groups)]
         known = {p.name for m in methods for p in m.params}
         names = ", ".join(sorted(known)) or "none"
+        ignored = mergekit_parameter_names()  # accepted with a warning (the Recipe gave it): mergekit ignores them
 
         def check(params: Parameters | None, where: str) -> None:
             for key in params or {}:
-                if key not in known:
+                if key not in known and key not in ignored:
                     raise ConfigError(
                         f"{where}: '{key}' is not a parameter of {'/'.join(m.name for m in methods)} "
                         f"(known: {names})"
@@ -189,8 +191,11 @@ class _Planner:
                 for p in layer_places:
                     tasks.append(self._task(p.renamed(out_layer), p.name, sl, idx, t=t, layer=out_layer))
                 out_layer += 1
+        # mergekit 0.1.5 reads every tensor outside the layers at t = 0 (its module-level reader keeps t = 0 for
+        # the final norm and head as for the embeddings): a gradient gives them its first value. (mergekit
+        # before 0.1.5 took t = 1 after the layers; a config pasted today is written for 0.1.5.)
         for name in post:
-            tasks.append(self._task(name, name, slices[-1], slices[-1].num_layers - 1, t=1.0, layer=None))
+            tasks.append(self._task(name, name, slices[-1], slices[-1].num_layers - 1, t=0.0, layer=None))
         tok = self.recipe.tokenizer_source
         tokenizer_model = config_model if tok in (None, "base", "union") else model_key(tok)
         models = sorted({r.model for t in tasks for r in (*t.sources, *([t.base] if t.base else []))})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from evomerge.errors import MergeError
-from evomerge.merge.base import MergeMethod
+from evomerge.merge.spec import MergeMethod
 
 _REGISTRY: dict[str, MergeMethod] = {}
 
@@ -31,5 +31,5 @@ def all_methods() -> list[MergeMethod]:
 
 
 def _load_builtin_methods() -> None:
-    # Importing the package registers every built-in method exactly once.
-    import evomerge.merge.methods  # noqa: F401
+    # Importing the catalog registers every built-in method exactly once (declarations only: no torch).
+    import evomerge.merge.catalog  # noqa: F401

@@ -71,11 +71,12 @@ def to_mergekit(recipe: Recipe) -> MergekitExport:
     if _has_gradient(recipe):
         warnings.append(
             "a parameter gradient reaches the tensors after the layers (final norm, head): evomerge evaluates it "
-            "there at t = 1 (its last value), as mergekit did before 0.1.5; mergekit 0.1.5 takes t = 0 (its first "
-            "value). Add a {filter, value} condition for those tensors to make both tools agree"
+            "there at t = 0 (its first value), as mergekit 0.1.5 does; mergekit before 0.1.5 took t = 1 (its last "
+            "value). Add a {filter, value} condition for those tensors to make every mergekit version agree"
         )
     ordered = {k: data[k] for k in ("models", "slices", "base_model", "merge_method", "parameters", "dtype",
                                     "out_dtype", "tokenizer_source", "tokenizer", "chat_template") if k in data}
+    ordered.update(recipe.ignored_keys)  # top-level keys mergekit ignores, written back where they were read
     return MergekitExport(config=ordered, warnings=warnings)
 
 

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from evomerge.errors import MergeError
+from evomerge.recipe.ignored import ignored_at_top_level, mergekit_parameter_names, warn_ignored
 from evomerge.recipe.params import ParameterSetting
 from evomerge.recipe.tokenizer import TokenizerSpec, tokenizer_settings
 from evomerge.yamlfile import read_yaml, validate_mapping
@@ -66,6 +67,9 @@ class SliceSource(_Strict):
     model: str
     layer_range: tuple[int, int]
     parameters: Parameters | None = None
+    # accepted as mergekit accepts it, and ignored as mergekit ignores it (a warning says so): a revision is
+    # read only from ``model: name@revision`` there; here a model is a local folder
+    revision: str | None = None
 
     @field_validator("layer_range")
     @classmethod
@@ -152,6 +156,9 @@ class Recipe(_Strict):
     # ``base_model`` (the paper's model A), itself possibly the output of a parameter-space merge.
     layer_path: list[Hop] | None = None
     name: str | None = None
+    # Top-level keys mergekit ignores (``select_topk``, ``int8_mask``, ``pad_to_multiple_of``: see
+    # evomerge.recipe.ignored), set aside when read and written back at the top level by ``to_dict``.
+    ignored_keys: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -160,6 +167,10 @@ class Recipe(_Strict):
             for key, what in _UNSUPPORTED_MERGEKIT_KEYS.items():
                 if data.get(key) is not None:
                     raise ValueError(f"'{key}' ({what}) is a mergekit feature evomerge does not support")
+            aside = {k: v for k, v in data.items() if k not in cls.model_fields and ignored_at_top_level(k)}
+            if aside:
+                data = {k: v for k, v in data.items() if k not in aside}
+                data["ignored_keys"] = {**(data.get("ignored_keys") or {}), **aside}
         return data
 
     @model_validator(mode="after")
@@ -179,7 +190,30 @@ class Recipe(_Strict):
                              "('tokenizer' block, tokenizer_source: union) cannot apply")
         if self.tokenizer_source is not None and self.tokenizer is not None:
             raise ValueError("give 'tokenizer_source' or a 'tokenizer' block, not both (mergekit refuses both)")
+        self._warn_ignored_keys()
         return self
+
+    def _warn_ignored_keys(self) -> None:
+        """One warning per key mergekit ignores (evomerge.recipe.ignored); unknown keys are the planner's errors."""
+        from evomerge.merge.registry import get_method
+
+        found: dict[str, list[str]] = {key: ["top level"] for key in self.ignored_keys}
+        declared = {p.name for m in [self.merge_method, *(g.merge_method for g in self.groups)]
+                    for p in get_method(m).params}
+        names = mergekit_parameter_names()
+        blocks: list[tuple[str, Parameters | None]] = [("parameters", self.parameters)]
+        blocks += [(f"models[{i}].parameters", m.parameters) for i, m in enumerate(self.models or [])]
+        for i, sl in enumerate(self.slices or []):
+            blocks.append((f"slices[{i}].parameters", sl.parameters))
+            for j, src in enumerate(sl.sources):
+                blocks.append((f"slices[{i}].sources[{j}].parameters", src.parameters))
+                if src.revision is not None:
+                    found.setdefault("revision", []).append(f"slices[{i}].sources[{j}]")
+        for where, params in blocks:
+            for key in params or {}:
+                if key not in declared and key in names:
+                    found.setdefault(key, []).append(where)
+        warn_ignored(found, self.merge_method)
 
     @property
     def tokenizer_settings(self) -> TokenizerSpec | None:
@@ -222,7 +256,7 @@ class Recipe(_Strict):
 
     # ---- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+        return {**self.model_dump(mode="json", exclude_none=True, exclude_defaults=False), **self.ignored_keys}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)

@@ -12,9 +12,11 @@ about 2, amplification rather than interpolation), and ``ranges`` overrides.
 (layer ℓ is in group ⌊ℓ·G/L⌋) and gives every searched parameter one value
 per group: the recipe then holds, per parameter, one ``{filter, value}``
 condition per layer (``model.layers.7.`` → its group's value) and a last
-condition for the tensors outside the layers, ``[first group, last group]``,
-which gives the embeddings the first group's value and the final norm and
-head the last group's (mergekit's t = 0 / t = 1 convention). Conditions are
+condition for the tensors outside the layers (embeddings, final norm, head):
+the first group's value, a plain number. That is what a gradient gives them in
+mergekit 0.1.5, which evaluates every tensor outside the layers at t = 0 (and
+so does evomerge's planner); as a number rather than a gradient it means the
+same in every mergekit version. Conditions are
 used rather than a per-layer gradient list because the planner's gradient
 interpolation recomputes the layer position as (i/(n−1))·(n−1), which is not
 exactly i in floating point for some layer counts (24, 40, 48, 80 layers…),
@@ -34,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from evomerge.errors import ConfigError, MergeError
-from evomerge.merge.base import MergeMethod, ParamSpec
 from evomerge.merge.registry import get_method
+from evomerge.merge.spec import MergeMethod, ParamSpec
 from evomerge.recipe.model import ModelSpec, Parameters, Recipe
 from evomerge.recipe.params import ConditionalParameter, ParameterSetting
 from evomerge.spaces.base import SearchSpace, Sources, choose_interval
@@ -59,7 +61,7 @@ def step_setting(values: Sequence[float], num_layers: int, layer_prefix: str) ->
     g = len(vals)
     conds = [ConditionalParameter(filter=f"{layer_prefix}.{layer}.", value=vals[layer_group_of(layer, num_layers, g)])
              for layer in range(num_layers)]
-    conds.append(ConditionalParameter(filter=None, value=[vals[0], vals[-1]]))
+    conds.append(ConditionalParameter(filter=None, value=vals[0]))  # outside the layers: the first group's
     return conds
 
 

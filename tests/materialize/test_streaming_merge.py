@@ -117,15 +117,16 @@ def test_weight_gradient_and_filters_apply_per_layer_and_module(family, tmp_path
     })
     merge_to_disk(recipe, tmp_path / "out")
     b, e, got = state(base), state(experts[0]), state(tmp_path / "out")
-    # two layers: t = 0 for layer 0 and the embeddings, t = 1 for layer 1, the final norm and the head
+    # two layers: t = 0 for layer 0, t = 1 for layer 1; every tensor outside the layers (embeddings, final norm,
+    # head) at t = 0, as mergekit 0.1.5 plans them (mergekit before 0.1.5 took t = 1 for the norm and head)
     cases = {
         "model.embed_tokens.weight": 0.0,
         "model.layers.0.self_attn.q_proj.weight": 0.0,
         "model.layers.1.self_attn.q_proj.weight": 1.0,
         "model.layers.0.mlp.up_proj.weight": 2.0,
         "model.layers.1.mlp.down_proj.weight": 2.0,
-        "model.norm.weight": 1.0,
-        "lm_head.weight": 1.0,
+        "model.norm.weight": 0.0,
+        "lm_head.weight": 0.0,
     }
     for name, w in cases.items():
         torch.testing.assert_close(got[name], b[name] + w * (e[name] - b[name]), rtol=0, atol=1e-6, msg=name)

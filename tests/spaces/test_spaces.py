@@ -267,8 +267,9 @@ def test_ps_layer_groups_decode_to_one_exact_value_per_layer(sources):
     space = build_space({"kind": "ps", "method": "task_arithmetic", "layer_groups": 2}, sources)
     recipe = space.decode(np.array([0.25, 1.75, 1.0, 1.0, 0.5, 0.6]))
     weight = recipe.models[0].parameters["weight"]  # type: ignore[index]
+    # outside the layers (embeddings, final norm, head): the first group's value, as a plain number
     assert [(c.filter, c.value) for c in weight] == [("model.layers.0.", 0.25), ("model.layers.1.", 1.75),
-                                                      (None, [0.25, 1.75])]
+                                                      (None, 0.25)]
     assert recipe.models[1].parameters["weight"] == 1.0  # type: ignore[index]  (equal groups collapse)
 
 
@@ -283,8 +284,7 @@ def test_ps_layer_groups_give_every_layer_its_groups_value_when_planned(deep_fam
     by_name = dict(zip(space.names, genome, strict=True))
     layers_seen = set()
     for task in plan.tasks:
-        g = 0 if task.layer is None and "embed" in task.out_name else \
-            4 if task.layer is None else task.layer * 5 // 24
+        g = 0 if task.layer is None else task.layer * 5 // 24  # embeddings, final norm, head: the first group
         for k, label in enumerate(srcs.labels or []):
             assert task.params["weight"][k] == by_name[f"weight[{label}]@g{g}"], task.out_name
             assert task.params["density"][k] == by_name[f"density[{label}]@g{g}"], task.out_name

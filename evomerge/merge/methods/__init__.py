@@ -1,51 +1,13 @@
-"""The built-in merge methods; importing this package registers each of them once.
+"""The built-in merge methods' tensor functions, one module per method family.
 
-One module per method family (pure tensor functions plus one registration);
-shared pieces live in ``sparsify`` (top-k, DARE, breadcrumbs, DELLA masks),
-``consensus`` (TIES sign election and disjoint merge) and ``task_arithmetic``
-(the generalised task-vector merge every sparsifying method builds on).
+Each module holds pure tensor functions; its declaration (name, parameters, defaults, input
+contract) is in ``evomerge.merge.catalog``, which names the module's entry point, so a module
+is imported (with torch) only when its method first merges a tensor. Shared pieces live in
+``sparsify`` (top-k, DARE, breadcrumbs, DELLA masks), ``consensus`` (TIES sign election and
+disjoint merge) and ``task_arithmetic`` (the generalised task-vector merge every sparsifying
+method builds on); ``params`` holds the parameter declarations several methods share.
 """
 
-from evomerge.merge.methods import (
-    arcee_fusion,
-    breadcrumbs,
-    dare,
-    della,
-    isotropic,
-    karcher,
-    linear,
-    model_stock,
-    multislerp,
-    nearswap,
-    nuslerp,
-    passthrough,
-    ram,
-    sce,
-    slerp,
-    task_arithmetic,
-    ties,
-    tsv,
-)
 from evomerge.merge.methods.lines import lines_factor
 
-__all__ = [
-    "arcee_fusion",
-    "breadcrumbs",
-    "dare",
-    "della",
-    "isotropic",
-    "karcher",
-    "linear",
-    "lines_factor",
-    "model_stock",
-    "multislerp",
-    "nearswap",
-    "nuslerp",
-    "passthrough",
-    "ram",
-    "sce",
-    "slerp",
-    "task_arithmetic",
-    "ties",
-    "tsv",
-]
+__all__ = ["lines_factor"]

@@ -20,8 +20,7 @@ from collections.abc import Mapping
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod
-from evomerge.merge.registry import register
+from evomerge.merge.base import MergeInputs
 
 _SOFTMAX_EPS = 1e-8
 
@@ -60,17 +59,3 @@ def _arcee_fusion(inputs: MergeInputs, params: Mapping[str, object],
     assert inputs.base is not None
     (delta,) = inputs.deltas
     return arcee_fusion(inputs.base, delta)
-
-
-ARCEE_FUSION = register(MergeMethod(
-    name="arcee_fusion",
-    fn=_arcee_fusion,
-    params=(),
-    needs_base=True,
-    min_sources=1,
-    max_sources=1,
-    reference="mergekit arcee_fusion (no paper; arcee.ai)",
-    mergekit_name="arcee_fusion",
-    summary="take the model's entries whose change times the row's softmax KL divergence is an upper "
-            "outlier (≥ median + 1.5 IQR); keep the base elsewhere",
-))

@@ -15,12 +15,10 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod
-from evomerge.merge.methods import params as P
+from evomerge.merge.base import MergeInputs
 from evomerge.merge.methods.params import weights_of
 from evomerge.merge.methods.sparsify import magnitude_outliers
 from evomerge.merge.methods.task_arithmetic import merge_task_vectors
-from evomerge.merge.registry import register
 
 
 def _breadcrumbs(consensus: bool):
@@ -40,25 +38,6 @@ def _breadcrumbs(consensus: bool):
     return fn
 
 
-_PARAMS = (P.WEIGHT, P.DENSITY, P.GAMMA, P.normalize(False), P.rescale(False), P.LAMBDA, P.INT8_MASK)
-
-BREADCRUMBS = register(MergeMethod(
-    name="breadcrumbs",
-    fn=_breadcrumbs(False),
-    params=_PARAMS,
-    needs_base=True,
-    reference="arXiv:2312.06795",
-    mergekit_name="breadcrumbs",
-    summary="drop the largest gamma fraction and the smallest entries of each task vector so that "
-            "density remains, then task arithmetic",
-))
-
-BREADCRUMBS_TIES = register(MergeMethod(
-    name="breadcrumbs_ties",
-    fn=_breadcrumbs(True),
-    params=_PARAMS,
-    needs_base=True,
-    reference="arXiv:2312.06795",
-    mergekit_name="breadcrumbs_ties",
-    summary="breadcrumbs sparsification followed by TIES sign election and disjoint merge",
-))
+# The entry points evomerge.merge.catalog names for this module's methods.
+_breadcrumbs_linear = _breadcrumbs(False)
+_breadcrumbs_ties = _breadcrumbs(True)

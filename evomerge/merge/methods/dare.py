@@ -24,12 +24,10 @@ from typing import cast
 import torch
 
 from evomerge.errors import MergeError
-from evomerge.merge.base import MergeInputs, MergeMethod
-from evomerge.merge.methods import params as P
+from evomerge.merge.base import MergeInputs
 from evomerge.merge.methods.params import weights_of
 from evomerge.merge.methods.sparsify import per_source_generators, random_drop
 from evomerge.merge.methods.task_arithmetic import merge_task_vectors
-from evomerge.merge.registry import register
 
 
 def require_generator(generator: torch.Generator | None, inputs: MergeInputs, method: str) -> torch.Generator:
@@ -56,27 +54,6 @@ def _dare(consensus: bool, name: str):
     return fn
 
 
-_DARE_PARAMS = (P.WEIGHT, P.DENSITY, P.normalize(False), P.rescale(True), P.LAMBDA, P.INT8_MASK)
-
-DARE_LINEAR = register(MergeMethod(
-    name="dare_linear",
-    fn=_dare(False, "dare_linear"),
-    params=_DARE_PARAMS,
-    needs_base=True,
-    randomized=True,
-    reference="arXiv:2311.03099",
-    mergekit_name="dare_linear",
-    summary="drop task-vector entries at random with p = 1 − density, rescale, then task arithmetic",
-))
-
-DARE_TIES = register(MergeMethod(
-    name="dare_ties",
-    fn=_dare(True, "dare_ties"),
-    params=_DARE_PARAMS,
-    needs_base=True,
-    randomized=True,
-    reference="arXiv:2311.03099",
-    mergekit_name="dare_ties",
-    summary="drop task-vector entries at random with p = 1 − density, rescale, then TIES sign "
-            "election and disjoint merge",
-))
+# The entry points evomerge.merge.catalog names for this module's methods.
+_dare_linear = _dare(False, "dare_linear")
+_dare_ties = _dare(True, "dare_ties")

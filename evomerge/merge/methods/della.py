@@ -22,13 +22,11 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod
-from evomerge.merge.methods import params as P
+from evomerge.merge.base import MergeInputs
 from evomerge.merge.methods.dare import require_generator
 from evomerge.merge.methods.params import weights_of
 from evomerge.merge.methods.sparsify import check_della_band, della_magprune, per_source_generators
 from evomerge.merge.methods.task_arithmetic import merge_task_vectors
-from evomerge.merge.registry import register
 
 
 def _della(consensus: bool, name: str):
@@ -51,25 +49,6 @@ def _della(consensus: bool, name: str):
     return fn
 
 
-DELLA = register(MergeMethod(
-    name="della",
-    fn=_della(True, "della"),
-    params=(P.WEIGHT, P.DENSITY, P.EPSILON, P.normalize(True), P.rescale(True), P.LAMBDA, P.INT8_MASK),
-    needs_base=True,
-    randomized=True,
-    reference="arXiv:2406.11617",
-    mergekit_name="della",
-    summary="drop task-vector entries at random, larger magnitudes kept more often (density ± epsilon), "
-            "rescale, then TIES sign election and disjoint merge",
-))
-
-DELLA_LINEAR = register(MergeMethod(
-    name="della_linear",
-    fn=_della(False, "della_linear"),
-    params=(P.WEIGHT, P.DENSITY, P.EPSILON, P.normalize(False), P.rescale(True), P.LAMBDA, P.INT8_MASK),
-    needs_base=True,
-    randomized=True,
-    reference="arXiv:2406.11617",
-    mergekit_name="della_linear",
-    summary="DELLA's magnitude-ranked random drop and rescale, then task arithmetic",
-))
+# The entry points evomerge.merge.catalog names for this module's methods.
+_della_ties = _della(True, "della")
+_della_linear = _della(False, "della_linear")

@@ -25,10 +25,8 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod, ParamSpec
-from evomerge.merge.methods import params as P
+from evomerge.merge.base import MergeInputs
 from evomerge.merge.methods.tsv import mean_of, polar_factor
-from evomerge.merge.registry import register
 
 
 def iso_c_matrix(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -86,27 +84,6 @@ def _iso(specific: bool):
     return fn
 
 
-ISO_C = register(MergeMethod(
-    name="iso_c",
-    fn=_iso(False),
-    params=(P.LAMBDA,),
-    needs_base=True,
-    reference="arXiv:2502.04959",
-    summary="sum the task vectors, flatten the sum's singular spectrum to its mean (isotropic in the "
-            "common subspace); mean for non-matrices",
-))
-
-ISO_CTS = register(MergeMethod(
-    name="iso_cts",
-    fn=_iso(True),
-    params=(
-        P.LAMBDA,
-        ParamSpec("common_space_fraction", "global", default=0.8, low=0.0, high=1.0,
-                  help="share of the singular directions taken from the summed task vectors; the rest are "
-                       "split evenly among the tasks' own directions"),
-    ),
-    needs_base=True,
-    reference="arXiv:2502.04959",
-    summary="Iso-C's common subspace plus each task's own top directions, orthonormalised, with a flat "
-            "(mean) singular spectrum; mean for non-matrices",
-))
+# The entry points evomerge.merge.catalog names for this module's methods.
+_iso_c = _iso(False)
+_iso_cts = _iso(True)

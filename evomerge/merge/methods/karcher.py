@@ -21,8 +21,7 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod, ParamSpec
-from evomerge.merge.registry import register
+from evomerge.merge.base import MergeInputs
 
 
 def karcher_mean(tensors: Sequence[torch.Tensor], alphas: Sequence[float], *, max_iter: int = 10,
@@ -67,20 +66,3 @@ def _karcher(inputs: MergeInputs, params: Mapping[str, object],
     alphas = [1.0 / len(tensors)] * len(tensors)
     return karcher_mean(tensors, alphas, max_iter=int(cast(int, params["max_iter"])),
                         tol=float(cast(float, params["tol"])))
-
-
-KARCHER = register(MergeMethod(
-    name="karcher",
-    fn=_karcher,
-    params=(
-        ParamSpec("max_iter", "global", default=10, low=1, kind="int",
-                  help="most fixed-point iterations of the Karcher mean"),
-        ParamSpec("tol", "global", default=1e-5, low=0.0, low_open=True,
-                  help="stop when the tangent step is shorter; also the norm below which a tensor is ignored"),
-    ),
-    needs_base=False,
-    min_sources=1,
-    reference="arXiv:2603.04972",
-    mergekit_name="karcher",
-    summary="Riemannian (Karcher) mean of the models' directions on the unit sphere, times their mean norm",
-))

@@ -12,10 +12,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from evomerge.errors import MergeError
-from evomerge.merge.base import MergeInputs, MergeMethod
-from evomerge.merge.methods import params as P
+from evomerge.merge.base import MergeInputs
 from evomerge.merge.methods.params import weights_of
-from evomerge.merge.registry import register
 
 _ZERO_WEIGHT_SUM = 1e-8
 
@@ -39,14 +37,3 @@ def _linear(inputs: MergeInputs, params: Mapping[str, object],
             generator: torch.Generator | None) -> torch.Tensor:
     return linear_combination(inputs.sources, weights_of(params),
                               normalize=bool(params["normalize"]), name=inputs.name)
-
-
-LINEAR = register(MergeMethod(
-    name="linear",
-    fn=_linear,
-    params=(P.WEIGHT, P.normalize(True)),
-    needs_base=False,
-    reference="arXiv:2203.05482",
-    mergekit_name="linear",
-    summary="weighted average of the source weights (normalize divides by Σ weight_k)",
-))

@@ -18,8 +18,7 @@ from itertools import combinations
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod, ParamSpec
-from evomerge.merge.registry import register
+from evomerge.merge.base import MergeInputs
 
 NORM_PRODUCT_EPS = 1e-6
 _SINGULAR = 1e-6  # |1 + (k − 1)·cos θ| below this: t is undefined, keep the base (mergekit 0.1.5's bound)
@@ -59,17 +58,3 @@ def _model_stock(inputs: MergeInputs, params: Mapping[str, object],
                  generator: torch.Generator | None) -> torch.Tensor:
     assert inputs.base is not None
     return model_stock_merge(inputs.base, inputs.deltas, filter_wise=bool(params["filter_wise"]))
-
-
-MODEL_STOCK = register(MergeMethod(
-    name="model_stock",
-    fn=_model_stock,
-    params=(ParamSpec("filter_wise", "global", default=False, kind="bool",
-                      help="one interpolation ratio per row instead of per tensor"),),
-    needs_base=True,
-    min_sources=2,
-    reference="arXiv:2403.19522",
-    mergekit_name="model_stock",
-    summary="average of the sources pulled toward the base by t = k·cos/(1 + (k − 1)·cos) "
-            "of their task vectors' angle",
-))

@@ -23,10 +23,8 @@ from typing import cast
 import torch
 
 from evomerge.errors import MergeError
-from evomerge.merge.base import MergeInputs, MergeMethod, ParamSpec
-from evomerge.merge.methods import params as P
+from evomerge.merge.base import MergeInputs
 from evomerge.merge.methods.params import weights_of
-from evomerge.merge.registry import register
 
 
 def multislerp(vectors: torch.Tensor, weights: torch.Tensor, *, eps: float, name: str = "?") -> torch.Tensor:
@@ -63,23 +61,3 @@ def _multislerp(inputs: MergeInputs, params: Mapping[str, object],
     out = multislerp(flat, weights, eps=float(cast(float, params["eps"])), name=inputs.name)
     out = out.view(tensors[0].shape)
     return out.add_(inputs.base) if with_base else out
-
-
-MULTISLERP = register(MergeMethod(
-    name="multislerp",
-    fn=_multislerp,
-    params=(
-        P.WEIGHT,
-        ParamSpec("normalize_weights", "global", default=True, kind="bool",
-                  help="divide the weights by their sum"),
-        ParamSpec("eps", "global", default=1e-8, low=0.0, low_open=True,
-                  help="added to norms before dividing by them"),
-    ),
-    needs_base=False,
-    optional_base=True,
-    min_sources=1,
-    reference="mergekit multislerp (no paper; goddard.blog/posts/multislerp-wow-what-a-cool-idea)",
-    mergekit_name="multislerp",
-    summary="weighted spherical barycentre of N models (of their task vectors with a base), "
-            "scaled to the weighted mean norm",
-))

@@ -16,8 +16,7 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod, ParamSpec
-from evomerge.merge.registry import register
+from evomerge.merge.base import MergeInputs
 
 _DIFF_MIN = 1e-6
 
@@ -34,17 +33,3 @@ def _nearswap(inputs: MergeInputs, params: Mapping[str, object],
     assert inputs.base is not None
     (delta,) = inputs.deltas
     return nearswap(float(cast(float, params["t"])), inputs.base, delta)
-
-
-NEARSWAP = register(MergeMethod(
-    name="nearswap",
-    fn=_nearswap,
-    params=(ParamSpec("t", "global", default=None, low=0.0, search_range=(0.0, 0.01),
-                      help="distance under which an entry takes the model's value (farther ones move by t)"),),
-    needs_base=True,
-    min_sources=1,
-    max_sources=1,
-    reference="mergekit nearswap (no paper; huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001)",
-    mergekit_name="nearswap",
-    summary="per entry, interpolate toward the model with weight t/|difference| clamped to [0, 1]",
-))

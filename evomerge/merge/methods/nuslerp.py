@@ -19,10 +19,8 @@ from collections.abc import Mapping
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod, ParamSpec
-from evomerge.merge.methods import params as P
+from evomerge.merge.base import MergeInputs
 from evomerge.merge.methods.params import weights_of
-from evomerge.merge.registry import register
 
 _NORM_MIN = 1e-7
 _COLINEAR_EPS = 1e-8
@@ -60,24 +58,3 @@ def _nuslerp(inputs: MergeInputs, params: Mapping[str, object],
         return nuslerp(t, d0, d1, row_wise=row_wise, flatten=flatten).add_(inputs.base)
     s0, s1 = inputs.sources
     return nuslerp(t, s0, s1, row_wise=row_wise, flatten=flatten)
-
-
-NUSLERP = register(MergeMethod(
-    name="nuslerp",
-    fn=_nuslerp,
-    params=(
-        P.WEIGHT,
-        ParamSpec("nuslerp_row_wise", "global", default=False, kind="bool",
-                  help="interpolate each vector along the first dimension (with nuslerp_flatten: false)"),
-        ParamSpec("nuslerp_flatten", "global", default=True, kind="bool",
-                  help="interpolate the whole tensor as one vector; false: each row (or column) on its own"),
-    ),
-    needs_base=False,
-    optional_base=True,
-    min_sources=2,
-    max_sources=2,
-    reference="mergekit nuslerp (no paper)",
-    mergekit_name="nuslerp",
-    summary="spherical interpolation of two models at t = w₂/(w₁+w₂), flattened or per row/column; "
-            "with a base, of their task vectors",
-))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import cast
 
-from evomerge.merge.base import ParamSpec
+from evomerge.merge.spec import ParamSpec
 
 WEIGHT = ParamSpec(
     "weight", "per_source", default=None,

@@ -13,8 +13,7 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod, ParamSpec
-from evomerge.merge.registry import register
+from evomerge.merge.base import MergeInputs
 
 
 def _passthrough(inputs: MergeInputs, params: Mapping[str, object],
@@ -22,16 +21,3 @@ def _passthrough(inputs: MergeInputs, params: Mapping[str, object],
     (source,) = inputs.sources
     (scale,) = cast(list[float], params["scale"])
     return source.clone() if scale == 1 else source * scale
-
-
-PASSTHROUGH = register(MergeMethod(
-    name="passthrough",
-    fn=_passthrough,
-    params=(ParamSpec("scale", "per_source", default=1.0, help="multiplies the tensor"),),
-    needs_base=False,
-    min_sources=1,
-    max_sources=1,
-    reference="mergekit passthrough (no paper)",
-    mergekit_name="passthrough",
-    summary="copy the single source's tensor, times its scale",
-))

@@ -21,8 +21,7 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod, ParamSpec
-from evomerge.merge.registry import register
+from evomerge.merge.base import MergeInputs
 
 
 def ram_merge(base: torch.Tensor, deltas: Sequence[torch.Tensor], *, epsilon: float,
@@ -61,33 +60,6 @@ def _ram(plus: bool):
     return fn
 
 
-EPSILON = ParamSpec("epsilon", "global", default=1e-5, low=0.0,
-                    help="a task-vector entry counts as changed when its magnitude exceeds this")
-
-RAM = register(MergeMethod(
-    name="ram",
-    fn=_ram(False),
-    params=(EPSILON,),
-    needs_base=True,
-    reference="arXiv:2601.13572",
-    mergekit_name="ram",
-    summary="entries one model changes keep its change, entries several change take their mean, "
-            "added to base",
-))
-
-RAMPLUS_TL = register(MergeMethod(
-    name="ramplus_tl",
-    fn=_ram(True),
-    params=(
-        ParamSpec("r", "global", default=0.1, low=0.0, search_range=(0.0, 1.0),
-                  help="strength of the amplification of a model's unique entries"),
-        ParamSpec("alpha", "global", default=0.2, low=0.0, search_range=(0.0, 1.0),
-                  help="cap on the shared-to-unique ratio ρ in the amplification 1 + r·clamp(ρ, 0, alpha)"),
-        EPSILON,
-    ),
-    needs_base=True,
-    reference="arXiv:2601.13572",
-    mergekit_name="ramplus_tl",
-    summary="RAM with each model's unique entries amplified by 1 + r·clamp(shared/unique, 0, alpha), "
-            "per tensor",
-))
+# The entry points evomerge.merge.catalog names for this module's methods.
+_ram_mean = _ram(False)
+_ramplus_tl = _ram(True)

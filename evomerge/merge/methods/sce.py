@@ -23,11 +23,9 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod, ParamSpec
-from evomerge.merge.methods import params as P
+from evomerge.merge.base import MergeInputs
 from evomerge.merge.methods.consensus import agreement
 from evomerge.merge.methods.sparsify import top_k_mask
-from evomerge.merge.registry import register
 
 _WEIGHT_SUM_EPS = 1e-6
 _DIVISOR_MIN = 1e-6
@@ -74,19 +72,3 @@ def sce_merge(base: torch.Tensor, deltas: Sequence[torch.Tensor], select_topk: f
 def _sce(inputs: MergeInputs, params: Mapping[str, object], generator: torch.Generator | None) -> torch.Tensor:
     assert inputs.base is not None
     return sce_merge(inputs.base, inputs.deltas, float(cast(float, params["select_topk"])))
-
-
-SCE = register(MergeMethod(
-    name="sce",
-    fn=_sce,
-    params=(
-        ParamSpec("select_topk", "global", default=1.0, low=0.0, high=1.0,
-                  help="fraction of entries kept, those whose task vectors vary most across the sources"),
-        P.INT8_MASK,
-    ),
-    needs_base=True,
-    reference="arXiv:2408.07990",
-    mergekit_name="sce",
-    summary="keep the entries that vary most across task vectors, weight each source by its mean square, "
-            "TIES sign election, weighted mean of agreeing entries, add to base",
-))

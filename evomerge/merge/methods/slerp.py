@@ -18,8 +18,7 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod, ParamSpec
-from evomerge.merge.registry import register
+from evomerge.merge.base import MergeInputs
 
 DOT_THRESHOLD = 0.9995
 NORM_EPS = 1e-8
@@ -47,18 +46,3 @@ def _slerp(inputs: MergeInputs, params: Mapping[str, object],
            generator: torch.Generator | None) -> torch.Tensor:
     first, second = inputs.sources
     return slerp(float(cast(float, params["t"])), first, second)
-
-
-SLERP = register(MergeMethod(
-    name="slerp",
-    fn=_slerp,
-    params=(ParamSpec("t", "global", default=None, low=0.0, high=1.0,
-                      help="interpolation position: 0 gives the first source (mergekit's base_model), "
-                           "1 the second"),),
-    needs_base=False,
-    min_sources=2,
-    max_sources=2,
-    reference="Shoemake, SIGGRAPH 1985 (no arXiv paper)",
-    mergekit_name="slerp",
-    summary="spherical interpolation between exactly two sources; linear when they are near-colinear",
-))

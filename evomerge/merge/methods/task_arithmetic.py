@@ -18,11 +18,9 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod
-from evomerge.merge.methods import params as P
+from evomerge.merge.base import MergeInputs
 from evomerge.merge.methods.consensus import disjoint_merge
 from evomerge.merge.methods.params import weights_of
-from evomerge.merge.registry import register
 
 # (source index, its task vector) -> the sparsified task vector (the input itself or a new tensor)
 Sparsifier = Callable[[int, torch.Tensor], torch.Tensor]
@@ -86,14 +84,3 @@ def _task_arithmetic(inputs: MergeInputs, params: Mapping[str, object],
     assert inputs.base is not None
     return merge_task_vectors(inputs.base, inputs.deltas, weights_of(params),
                               normalize=bool(params["normalize"]), lam=float(cast(float, params["lambda"])))
-
-
-TASK_ARITHMETIC = register(MergeMethod(
-    name="task_arithmetic",
-    fn=_task_arithmetic,
-    params=(P.WEIGHT, P.normalize(False), P.LAMBDA, P.INT8_MASK, P.IGNORED_DENSITY, P.IGNORED_RESCALE),
-    needs_base=True,
-    reference="arXiv:2212.04089",
-    mergekit_name="task_arithmetic",
-    summary="base + lambda * Σ weight_k (θ_k − base); normalize divides by Σ weight_k",
-))

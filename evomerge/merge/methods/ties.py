@@ -15,12 +15,10 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod
-from evomerge.merge.methods import params as P
+from evomerge.merge.base import MergeInputs
 from evomerge.merge.methods.params import weights_of
 from evomerge.merge.methods.sparsify import magnitude_prune
 from evomerge.merge.methods.task_arithmetic import merge_task_vectors
-from evomerge.merge.registry import register
 
 
 def _ties(inputs: MergeInputs, params: Mapping[str, object],
@@ -34,15 +32,3 @@ def _ties(inputs: MergeInputs, params: Mapping[str, object],
         sparsify=lambda k, delta: magnitude_prune(delta, density[k], rescale, order=inputs.order(k)),
         consensus=True,
     )
-
-
-TIES = register(MergeMethod(
-    name="ties",
-    fn=_ties,
-    params=(P.WEIGHT, P.DENSITY, P.normalize(True), P.rescale(False), P.LAMBDA, P.INT8_MASK),
-    needs_base=True,
-    reference="arXiv:2306.01708",
-    mergekit_name="ties",
-    summary="trim each task vector to its top-density entries by magnitude, elect signs on the "
-            "weighted sum, average agreeing entries, add to base",
-))

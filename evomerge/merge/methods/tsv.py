@@ -24,9 +24,7 @@ from typing import cast
 
 import torch
 
-from evomerge.merge.base import MergeInputs, MergeMethod
-from evomerge.merge.methods import params as P
-from evomerge.merge.registry import register
+from evomerge.merge.base import MergeInputs
 
 
 def mean_of(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -66,14 +64,3 @@ def _tsv_m(inputs: MergeInputs, params: Mapping[str, object],
     deltas = inputs.deltas
     merged = tsv_merge_matrix(deltas) if deltas[0].dim() == 2 else mean_of(deltas)
     return merged.mul_(float(cast(float, params["lambda"]))).add_(inputs.base)
-
-
-TSV_M = register(MergeMethod(
-    name="tsv_m",
-    fn=_tsv_m,
-    params=(P.LAMBDA,),
-    needs_base=True,
-    reference="arXiv:2412.00081",
-    summary="keep each task vector's top 1/T singular directions, orthogonalise them across tasks, "
-            "rebuild with their singular values; mean for non-matrices",
-))
