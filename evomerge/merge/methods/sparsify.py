@@ -383,13 +383,17 @@ def rank_band_mask(magnitude: torch.Tensor, n_bottom: int, n_top: int) -> torch.
     return keep
 
 
-def _times_mask(delta: torch.Tensor, mask: torch.Tensor, *, into: torch.Tensor) -> torch.Tensor:
-    """``delta * mask`` written into ``into`` (a scratch tensor of delta's shape and dtype, e.g. its
-    magnitudes once the mask is chosen): a full-size allocation fewer, the same values (a bool
-    multiplies as 1.0/0.0, and as a float 0/1 mask, -0.0 included)."""
-    if into.dtype != delta.dtype or into.shape != delta.shape:
-        return delta * mask
-    return torch.mul(delta, mask, out=into)
+def _times_mask(delta: torch.Tensor, mask: torch.Tensor, *, into: torch.Tensor | None = None) -> torch.Tensor:
+    """``delta * mask`` (``mask`` boolean), written into ``into`` when given (a scratch tensor of delta's shape
+    and dtype, e.g. its magnitudes once the mask is chosen: a full-size allocation fewer).
+
+    The mask is widened to 1.0/0.0 in the output and multiplied by ``delta`` in place: the same values as the
+    float-by-bool product (a bool multiplies as 1.0/0.0, -0.0 included, and IEEE products commute), about 2.5x
+    faster on the CPU, where a float-by-bool product runs unvectorised.
+    """
+    if into is None or into.dtype != delta.dtype or into.shape != delta.shape or not into.is_contiguous():
+        into = torch.empty_like(delta, memory_format=torch.contiguous_format)
+    return into.copy_(mask).mul_(delta)
 
 
 _L1_ROW = 256
@@ -438,7 +442,7 @@ def magnitude_prune(delta: torch.Tensor, density: float, rescale: Rescale = None
     if density >= 1:
         return delta
     if isinstance(order, MagnitudeOrder):
-        out = torch.mul(delta, order.top_k_mask(delta, kept_count(delta.numel(), density)))
+        out = _times_mask(delta, order.top_k_mask(delta, kept_count(delta.numel(), density)))
     else:
         magnitude = delta.abs()
         mask = top_k_mask(magnitude, kept_count(delta.numel(), density))
@@ -476,7 +480,7 @@ def magnitude_outliers(
         n_top += n_bottom
         n_bottom = 0
     if isinstance(order, MagnitudeOrder):
-        out = torch.mul(delta, order.band_mask(delta, n_bottom, n_top))
+        out = _times_mask(delta, order.band_mask(delta, n_bottom, n_top))
     else:
         magnitude = delta.abs()
         out = _times_mask(delta, rank_band_mask(magnitude, n_bottom, n_top), into=magnitude)
