@@ -103,14 +103,15 @@ class WorkerPlan:
     sources: dict[str, dict[str, int]] = field(default_factory=dict)  # path -> tier -> bytes
     file_reads: int = 0  # bytes read from the source files per candidate
     error: str | None = None
+    tables: int = 0  # source-only tables of the held task vectors (TIES' magnitude orders: 1 byte per entry)
 
     def tier_bytes(self, tier: str) -> int:
         return sum(t.get(tier, 0) for t in self.sources.values())
 
     @property
     def headroom(self) -> int:
-        """What the device keeps free beside the model and the device-resident sources."""
-        return self.capacity - self.model_bytes - self.tier_bytes(DEVICE)
+        """What the device keeps free beside the model, the device-resident sources and their tables."""
+        return self.capacity - self.model_bytes - self.tier_bytes(DEVICE) - self.tables
 
     @property
     def host_to_device(self) -> int:
@@ -119,8 +120,13 @@ class WorkerPlan:
 
 
 def plan_worker(slots: Sequence[Slot], *, model_bytes: int, model_dtype: str, storage_dtype: str, gpu: bool,
-                capacity: int, reserve: int, host_budget: int, source_memory: int | None = None) -> WorkerPlan:
-    """Place ``slots`` for one worker; ``error`` says, with the numbers, why nothing fits."""
+                capacity: int, reserve: int, host_budget: int, source_memory: int | None = None,
+                base: str | None = None, table_bytes_per_entry: int = 0) -> WorkerPlan:
+    """Place ``slots`` for one worker; ``error`` says, with the numbers, why nothing fits.
+
+    ``table_bytes_per_entry``: what the method's source-only tables take per held task-vector entry (``base``'s
+    tensors have none), counted as ``ResidentSources`` builds them: only while the sources' budget has room.
+    """
     plan = WorkerPlan(gpu, model_bytes, model_dtype, storage_dtype, capacity, reserve, host_budget)
     free = capacity - reserve - model_bytes
     where_model = "the device" if gpu else "host memory"
@@ -142,7 +148,35 @@ def plan_worker(slots: Sequence[Slot], *, model_bytes: int, model_dtype: str, st
         per[tier] = per.get(tier, 0) + (slot.file if tier == FILES else slot.resident)
         if tier == FILES:
             plan.file_reads += slot.file
+    if base is not None and table_bytes_per_entry:
+        room = free - plan.tier_bytes(DEVICE) - plan.tier_bytes(HOST)
+        itemsize = _ITEMSIZE.get(storage_dtype, 4)
+        for slot in slots:
+            need = slot.resident // itemsize * table_bytes_per_entry
+            if slot.source != base and where[(slot.source, slot.name)] == DEVICE and need <= room:
+                plan.tables += need
+                room -= need
     return plan
+
+
+_ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
+# bytes per held task-vector entry of the source-only tables each method builds (``inplace.SOURCE_TABLES``)
+_TABLE_BYTES = {"ties": 1, "breadcrumbs": 1, "breadcrumbs_ties": 1, "della": 2, "della_linear": 2}
+
+
+def table_bytes_per_entry(space: object) -> int:
+    """Bytes per held task-vector entry of the tables the search space's merge method(s) build; TIES' one byte
+    when the space cannot be read here (a plan reads no more than it must, and may over-count the tables)."""
+    from evomerge.spaces.config import load_space, parse_space_config
+
+    try:
+        cfg = load_space(space) if isinstance(space, (str, Path)) else parse_space_config(space)
+    except (ConfigError, OSError):  # a missing or invalid space is the run's error to report, not the plan's
+        return 1
+    methods = getattr(cfg, "method", None)
+    if methods is None:
+        return 0
+    return max((_TABLE_BYTES.get(m, 0) for m in ([methods] if isinstance(methods, str) else methods)), default=0)
 
 
 @dataclass
@@ -224,7 +258,9 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
         host_budget = parse_bytes(rc.host_memory)
     worker = plan_worker(slots, model_bytes=model_bytes, model_dtype=str(model_dtype).removeprefix("torch."),
                          storage_dtype=rc.storage_dtype, gpu=gpu, capacity=capacity, reserve=reserve_bytes,
-                         host_budget=host_budget, source_memory=source_cap)
+                         host_budget=host_budget, source_memory=source_cap,
+                         base=str(base) if base is not None else None,
+                         table_bytes_per_entry=table_bytes_per_entry(config.space))
     return MemoryPlan(workers, machines, gpus if gpu else 0.0, device_memory if gpu else None, host_memory, worker,
                       base, shared, notes)
 
@@ -259,6 +295,9 @@ def render(plan: MemoryPlan, sources: Sequence[str]) -> list[str]:
     lines.append(f"  resident: {human(w.tier_bytes(DEVICE))} {label[DEVICE]}"
                  + (f", {human(w.tier_bytes(HOST))} pinned host" if w.gpu else "")
                  + f", {human(w.tier_bytes(FILES))} read from the files")
+    if w.tables:
+        lines.append(f"  source-only tables of the held task vectors (TIES / breadcrumbs magnitude orders, DELLA row "
+                     f"ranks; built by the first candidate): {human(w.tables)} {label[DEVICE]}")
     lines.append(f"  headroom for activations / KV cache: {human(w.headroom)} (reserve {human(w.reserve)})")
     lines.append(f"  per candidate: {human(w.host_to_device)} host -> device, {human(w.file_reads)} read from "
                  "the source files")

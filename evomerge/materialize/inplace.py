@@ -25,15 +25,18 @@ from evomerge.materialize.execute import BufferPool, all_finite, run_task
 from evomerge.materialize.load_map import load_map_for
 from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_key, plan_merge
 from evomerge.materialize.streaming import output_dtype
-from evomerge.merge.methods.sparsify import MagnitudeOrder
+from evomerge.merge.methods.sparsify import MagnitudeOrder, RowRanks, SourceNorm
 from evomerge.recipe.layout import place_of
 from evomerge.recipe.model import Recipe
 from evomerge.recipe.tokenizer import TokenizerSpec
 from evomerge.vocab.build import MergedVocabulary, build_vocabulary
 from evomerge.vocab.rows import RowAssembly, is_vocabulary_tensor, row_assembly
 
-# methods whose trim is ``magnitude_prune`` and that take the task vectors' precomputed orders
-ORDERED_METHODS = frozenset({"ties"})
+# per sparsifying method, the source-only table of each task vector it reuses across candidates
+SOURCE_TABLES: Mapping[str, type[SourceNorm]] = MappingProxyType({
+    "ties": MagnitudeOrder, "breadcrumbs": MagnitudeOrder, "breadcrumbs_ties": MagnitudeOrder,
+    "della": RowRanks, "della_linear": RowRanks, "dare_ties": SourceNorm, "dare_linear": SourceNorm,
+})
 
 
 class ResidentSources:
@@ -91,7 +94,7 @@ class ResidentSources:
         self._copy_stream = None
         self._pool = BufferPool()  # float32 buffers for tensors read per candidate, reused across tensors
         self._mapped = MappedFiles()  # the file tier: mapped once, read per candidate
-        self._orders: dict[tuple[str, str], MagnitudeOrder] = {}  # built on first use by a magnitude top-k
+        self._orders: dict[tuple[str, str, type], SourceNorm] = {}  # source-only tables, built on first use
         self.order_bytes = 0
         self._budget = budget
         base_ckpt = self.checkpoints.get(self.base_model) if self.base_model else None
@@ -189,28 +192,31 @@ class ResidentSources:
         # rounded to the storage dtype as the held task vectors are: every tier gives the same values
         return _round_to(tensor, self.storage_dtype)
 
-    def orders(self, task: TensorTask, deltas: list[torch.Tensor]) -> list[MagnitudeOrder | None] | None:
-        """Each task vector's magnitude order, for methods whose trim is a magnitude top-k (built once, kept).
+    def orders(self, task: TensorTask, deltas: list[torch.Tensor]) -> list[SourceNorm | None] | None:
+        """Each task vector's source-only table for the task's sparsifier (``SOURCE_TABLES``), built once, kept.
 
         Only for task vectors held on the device, and only while the sources' ``budget`` has room for
-        them (one byte per entry): a new density per candidate then costs one comparison pass instead of
-        a selection over the float32 magnitudes.
+        them (magnitude orders: one byte per entry, DELLA's row ranks: two): a new density per candidate
+        then costs comparison passes instead of a selection (or a sort) over the float32 magnitudes.
         """
-        if task.method not in ORDERED_METHODS or task.base is None:
+        kind = SOURCE_TABLES.get(task.method)
+        if kind is None or task.base is None:
             return None
-        out: list[MagnitudeOrder | None] = []
+        out: list[SourceNorm | None] = []
         for ref, delta in zip(task.sources, deltas, strict=True):
             key = (ref.model, ref.name)
             if self.tiers.get(key) != "device" or ref.model == self.base_model:
                 out.append(None)
                 continue
-            if key not in self._orders:
-                if self._budget is not None and self.nbytes + self.order_bytes + delta.numel() > self._budget:
+            table = self._orders.get((*key, kind))
+            if table is None:
+                need = kind.planned_nbytes(tuple(delta.shape))
+                if self._budget is not None and self.nbytes + self.order_bytes + need > self._budget:
                     out.append(None)  # no room: the plain selection, same mask
                     continue
-                self._orders[key] = MagnitudeOrder(delta)
-                self.order_bytes += self._orders[key].nbytes
-            out.append(self._orders[key])
+                table = self._orders[(*key, kind)] = kind(delta)
+                self.order_bytes += table.nbytes
+            out.append(table)
         return out
 
     def give_back(self, pooled: list[torch.Tensor]) -> None:

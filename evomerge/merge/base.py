@@ -33,8 +33,9 @@ class MergeInputs:
         deltas: Sequence[torch.Tensor] | None = None,
         orders: Sequence[object | None] | None = None,
     ) -> None:
-        """``orders``: per task vector, its precomputed ``sparsify.MagnitudeOrder`` (or None), for a resident
-        worker's magnitude top-k; the result is the same without them."""
+        """``orders``: per task vector, its precomputed source-only table (or None) for a resident worker's
+        sparsifier: ``sparsify.MagnitudeOrder`` (TIES, breadcrumbs), ``RowRanks`` (DELLA), ``SourceNorm``
+        (DARE); the result is the same without them."""
         if (sources is None) == (deltas is None):
             raise ValueError("give exactly one of sources or deltas")
         if deltas is not None and base is None:
@@ -51,7 +52,7 @@ class MergeInputs:
             raise MergeError(f"tensor '{name}': shapes differ across sources: {sorted(shapes)}")
 
     def order(self, k: int):
-        """Task vector ``k``'s precomputed magnitude order, or None."""
+        """Task vector ``k``'s precomputed source-only table (see ``__init__``), or None."""
         return self._orders[k] if self._orders is not None else None
 
     @property

@@ -59,7 +59,10 @@ def test_7b_bf16_fits_one_80gib_gpu_entirely(families, tmp_path):
     one = 2 * PARAMS["7b"]  # bf16 bytes of one checkpoint
     assert plan.fits and w.model_bytes == one and w.model_dtype == "bfloat16"
     assert w.tier_bytes(DEVICE) == 4 * one and w.tier_bytes(HOST) == 0 and w.tier_bytes(FILES) == 0
-    assert w.headroom == 80 * GIB - 5 * one
+    # TIES' magnitude orders (1 byte per task-vector entry) fill what the budget leaves, tensor by tensor
+    room, largest = 80 * GIB - 8 * GIB - 5 * one, 32000 * 4096
+    assert room - largest < w.tables <= room
+    assert w.headroom == 80 * GIB - 5 * one - w.tables >= w.reserve
     assert w.host_to_device == 0 and w.file_reads == 0
     text = "\n".join(lines)
     assert "model instance (bfloat16): 12.6 GiB on the device" in text
@@ -143,3 +146,17 @@ def test_a_config_without_sources_is_refused_by_name():
         "budget": {"evaluations": 1}, "runner": {"type": "function", "target": "m:f"}})
     with pytest.raises(Exception, match="run config 'f': no 'sources' to plan"):
         make_plan(config, host_memory=GIB)
+
+
+@pytest.mark.parametrize("method,per_entry", [("ties", 1), ("breadcrumbs_ties", 1), ("della", 2),
+                                              ("task_arithmetic", 0), ("dare_ties", 0)])
+def test_the_plan_counts_the_source_only_tables_of_the_spaces_method(families, tmp_path, method, per_entry):
+    cfg = _config(tmp_path, families["7b"], device="cuda", storage_dtype="bfloat16")
+    data = yaml.safe_load(cfg.read_text())
+    data["space"] = {"kind": "ps", "method": method}
+    cfg.write_text(yaml.safe_dump(data))
+    plan, lines = plan_for_file(cfg, device_memory=200 * GIB, host_memory=512 * GIB)
+    w = plan.worker
+    assert w.tables == per_entry * 3 * PARAMS["7b"]  # every task vector held: one table entry per parameter
+    assert w.headroom == 200 * GIB - 5 * 2 * PARAMS["7b"] - w.tables
+    assert ("source-only tables of the held task vectors" in "\n".join(lines)) == bool(per_entry)

@@ -31,7 +31,8 @@ def _breadcrumbs(consensus: bool):
         return merge_task_vectors(
             inputs.base, inputs.deltas, weights_of(params),
             normalize=bool(params["normalize"]), lam=float(cast(float, params["lambda"])),
-            sparsify=lambda k, delta: magnitude_outliers(delta, density[k], gamma[k], rescale),
+            sparsify=lambda k, delta: magnitude_outliers(delta, density[k], gamma[k], rescale,
+                                                          order=inputs.order(k)),
             consensus=consensus,
         )
 

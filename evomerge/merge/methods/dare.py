@@ -47,7 +47,7 @@ def _dare(consensus: bool, name: str):
         return merge_task_vectors(
             inputs.base, inputs.deltas, weights_of(params),
             normalize=bool(params["normalize"]), lam=float(cast(float, params["lambda"])),
-            sparsify=lambda k, delta: random_drop(delta, density[k], gens[k], rescale),
+            sparsify=lambda k, delta: random_drop(delta, density[k], gens[k], rescale, inputs.order(k)),
             consensus=consensus,
         )
 

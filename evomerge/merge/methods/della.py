@@ -42,7 +42,8 @@ def _della(consensus: bool, name: str):
         return merge_task_vectors(
             inputs.base, inputs.deltas, weights_of(params),
             normalize=bool(params["normalize"]), lam=float(cast(float, params["lambda"])),
-            sparsify=lambda k, delta: della_magprune(delta, density[k], epsilon[k], gens[k], rescale),
+            sparsify=lambda k, delta: della_magprune(delta, density[k], epsilon[k], gens[k], rescale,
+                                                      inputs.order(k)),
             consensus=consensus,
         )
 

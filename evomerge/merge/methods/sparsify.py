@@ -215,7 +215,41 @@ def top_k_positions(magnitude: torch.Tensor, k: int) -> torch.Tensor:
     return top_k_mask(flat, k).nonzero().squeeze(1)
 
 
-class MagnitudeOrder:
+class SourceNorm:
+    """The source-only part every L1 rescale needs: a resident task vector's L1 norm, summed once.
+
+    The base of the per-task-vector tables below (``MagnitudeOrder``, ``RowRanks``); alone it is what
+    DARE keeps (its drop masks are random per candidate, only the norm before dropping is not).
+    ``l1`` is ``l1_norm(delta)`` exactly, computed on first use and kept.
+    """
+
+    def __init__(self, delta: torch.Tensor) -> None:
+        self.numel = delta.numel()
+        self._l1: float | None = None
+
+    @staticmethod
+    def planned_nbytes(shape: tuple[int, ...]) -> int:
+        """Bytes the table takes for a task vector of ``shape`` (what a memory budget must hold)."""
+        return 0
+
+    @property
+    def nbytes(self) -> int:
+        return 0
+
+    def l1(self, delta: torch.Tensor) -> float:
+        """``l1_norm(delta)`` for the task vector this table was built from, summed once."""
+        self.check(delta)
+        if self._l1 is None:
+            self._l1 = l1_norm(delta)
+        return self._l1
+
+    def check(self, delta: torch.Tensor) -> None:
+        if delta.numel() != self.numel:
+            raise MergeError(f"a precomputed table of {self.numel} entries was given a task vector of "
+                             f"{delta.numel()}: it belongs to another tensor")
+
+
+class MagnitudeOrder(SourceNorm):
     """The source-only part of a magnitude top-k, computed once per resident task vector.
 
     A search merges the same task vectors with thousands of densities. Each entry's
@@ -227,12 +261,12 @@ class MagnitudeOrder:
     value follows from the bucket sizes, every entry of a higher bucket is kept (one
     uint8 comparison), and only the entries of that bucket are selected among. The
     mask is ``top_k_mask``'s exactly (same threshold, ties at it by position).
-    Costs one byte per entry.
+    Costs one byte per entry. Used by TIES (top-k) and Model Breadcrumbs (a band of ranks).
     """
 
     def __init__(self, delta: torch.Tensor) -> None:
+        super().__init__(delta)
         flat = delta.reshape(-1).to(torch.float32).contiguous()  # the bit trick needs float32
-        self.numel = flat.numel()
         code = flat.view(torch.int32).bitwise_and(0x7FFFFFFF).bitwise_right_shift_(19)  # |x|'s 12 top bits
         top = int(code.max()) if self.numel else 0
         self.bucket = code.sub_(top - 255).clamp_(0, 255).to(torch.uint8)
@@ -246,12 +280,17 @@ class MagnitudeOrder:
             total += counts[b]
         self._counts = counts
 
+    @staticmethod
+    def planned_nbytes(shape: tuple[int, ...]) -> int:
+        return math.prod(shape)
+
     @property
     def nbytes(self) -> int:
         return self.bucket.numel()
 
     def top_k_mask(self, delta: torch.Tensor, k: int) -> torch.Tensor:
         """``top_k_mask(delta.abs(), k)`` for the task vector this order was built from."""
+        self.check(delta)
         n = self.numel
         if k >= n:
             return torch.ones(delta.shape, dtype=torch.bool, device=delta.device)
@@ -270,6 +309,66 @@ class MagnitudeOrder:
             mask[idx[vals == t][:need]] = True
         return mask.view(delta.shape)
 
+    def band_mask(self, delta: torch.Tensor, n_bottom: int, n_top: int) -> torch.Tensor:
+        """``rank_band_mask(delta.abs(), n_bottom, n_top)``: the top ``n - n_bottom`` without the top ``n_top``."""
+        keep = self.top_k_mask(delta, self.numel - n_bottom)
+        if n_top > 0:
+            keep &= self.top_k_mask(delta, n_top).logical_not_()
+        return keep
+
+
+class RowRanks(SourceNorm):
+    """DELLA's source-only part: each entry's magnitude rank within its row, computed once per task vector.
+
+    A keep probability is a linear function of the rank (``della_keep_probabilities``), so a new
+    (density, epsilon) costs a widening and two arithmetic passes instead of a sort of every row.
+    Ranks are ``della_keep_probabilities``' (along dim 1, 1-D tensors one row, ties by position) and the
+    probabilities are computed from them with the same float32 operations, so they are equal bit for
+    bit. Two bytes per entry (four for rows over 32,768 entries).
+    """
+
+    def __init__(self, delta: torch.Tensor) -> None:
+        super().__init__(delta)
+        self.shape = delta.shape
+        rows = delta.reshape(1, -1) if delta.dim() < 2 else delta
+        self.n = rows.shape[1]
+        self.ranks: torch.Tensor | None = None
+        if self.n < 2:
+            return
+        if rows.dim() == 2 and rows.device.type == "cpu" and rows.dtype == torch.float32 and self.n < 2**31:
+            order = _row_order_by_magnitude(rows)
+        else:
+            order = torch.sort(rows.abs(), dim=1, stable=True).indices
+        along_dim1 = [1] * rows.dim()
+        along_dim1[1] = self.n
+        positions = torch.arange(self.n, device=delta.device).view(along_dim1).expand_as(order)
+        ranks = torch.empty_like(order)
+        ranks.scatter_(1, order, positions)
+        del order
+        self.ranks = ranks.to(self._rank_dtype(self.n))
+
+    @staticmethod
+    def _rank_dtype(n: int) -> torch.dtype:
+        return torch.int16 if n <= 2**15 else torch.int32
+
+    @staticmethod
+    def planned_nbytes(shape: tuple[int, ...]) -> int:
+        n = math.prod(shape) if len(shape) < 2 else shape[1]
+        return 0 if n < 2 else math.prod(shape) * RowRanks._rank_dtype(n).itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.ranks is None else self.ranks.numel() * self.ranks.element_size()
+
+    def keep_probabilities(self, delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
+        """``della_keep_probabilities(delta, density, epsilon)`` for the task vector these ranks were built from."""
+        self.check(delta)
+        if self.ranks is None:
+            return torch.full(delta.shape, density, dtype=torch.float32, device=delta.device)
+        keep = self.ranks.to(torch.float32)
+        keep.mul_(2.0 * epsilon / (self.n - 1)).add_(density - epsilon)
+        return keep.view(delta.shape)
+
 
 def rank_band_mask(magnitude: torch.Tensor, n_bottom: int, n_top: int) -> torch.Tensor:
     """Mask keeping the entries ranked between the ``n_bottom`` smallest and the ``n_top`` largest.
@@ -284,13 +383,17 @@ def rank_band_mask(magnitude: torch.Tensor, n_bottom: int, n_top: int) -> torch.
     return keep
 
 
-def _times_mask(delta: torch.Tensor, mask: torch.Tensor, *, into: torch.Tensor) -> torch.Tensor:
-    """``delta * mask`` written into ``into`` (a scratch tensor of delta's shape and dtype, e.g. its
-    magnitudes once the mask is chosen): a full-size allocation fewer, the same values (a bool
-    multiplies as 1.0/0.0, and as a float 0/1 mask, -0.0 included)."""
-    if into.dtype != delta.dtype or into.shape != delta.shape:
-        return delta * mask
-    return torch.mul(delta, mask, out=into)
+def _times_mask(delta: torch.Tensor, mask: torch.Tensor, *, into: torch.Tensor | None = None) -> torch.Tensor:
+    """``delta * mask`` (``mask`` boolean), written into ``into`` when given (a scratch tensor of delta's shape
+    and dtype, e.g. its magnitudes once the mask is chosen: a full-size allocation fewer).
+
+    The mask is widened to 1.0/0.0 in the output and multiplied by ``delta`` in place: the same values as the
+    float-by-bool product (a bool multiplies as 1.0/0.0, -0.0 included, and IEEE products commute), about 2.5x
+    faster on the CPU, where a float-by-bool product runs unvectorised.
+    """
+    if into is None or into.dtype != delta.dtype or into.shape != delta.shape or not into.is_contiguous():
+        into = torch.empty_like(delta, memory_format=torch.contiguous_format)
+    return into.copy_(mask).mul_(delta)
 
 
 _L1_ROW = 256
@@ -316,13 +419,13 @@ def l1_norm(tensor: torch.Tensor) -> float:
     return total
 
 
-def rescale_l1(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+def rescale_l1(original: torch.Tensor, masked: torch.Tensor, table: SourceNorm | None = None) -> torch.Tensor:
     """Scale ``masked`` (in place; it must be a fresh tensor) to the L1 norm of ``original``.
 
     mergekit's ``rescaled_masked_tensor(..., RescaleNorm.l1)``: skipped when either
-    norm is below 1e-7.
+    norm is below 1e-7. ``table``: ``original``'s precomputed table, which keeps its norm.
     """
-    before = l1_norm(original)
+    before = table.l1(original) if table is not None else l1_norm(original)
     after = l1_norm(masked)
     if before < _L1_EPS or after < _L1_EPS:
         return masked
@@ -338,21 +441,22 @@ def magnitude_prune(delta: torch.Tensor, density: float, rescale: Rescale = None
     """
     if density >= 1:
         return delta
-    if order is not None:
-        out = torch.mul(delta, order.top_k_mask(delta, kept_count(delta.numel(), density)))
+    if isinstance(order, MagnitudeOrder):
+        out = _times_mask(delta, order.top_k_mask(delta, kept_count(delta.numel(), density)))
     else:
         magnitude = delta.abs()
         mask = top_k_mask(magnitude, kept_count(delta.numel(), density))
         out = _times_mask(delta, mask, into=magnitude)
     if rescale == "l1":
-        rescale_l1(delta, out)
+        rescale_l1(delta, out, order)
     elif rescale == "inverse_keep_prob":
         raise MergeError("magnitude pruning is deterministic; rescale by keep probability is undefined")
     return out
 
 
 def magnitude_outliers(
-    delta: torch.Tensor, density: float, gamma: float, rescale: Rescale = None
+    delta: torch.Tensor, density: float, gamma: float, rescale: Rescale = None,
+    order: MagnitudeOrder | None = None,
 ) -> torch.Tensor:
     """Model Breadcrumbs (arXiv 2312.06795): drop the largest ``gamma`` fraction and the
     smallest entries, so that a ``density`` fraction remains.
@@ -363,7 +467,8 @@ def magnitude_outliers(
     then ignored, as in mergekit). When ``n_top`` is 0 (gamma = 0 or a tensor
     with fewer than 1/gamma entries) the band keeps the top ``n_keep`` entries,
     as mergekit 0.1.5 does (``indices[n_bot:n_bot + n_keep]``; its earlier
-    ``indices[n_bot:-n_top]`` kept nothing there).
+    ``indices[n_bot:-n_top]`` kept nothing there). ``order``: ``delta``'s precomputed
+    ``MagnitudeOrder`` (a resident task vector's): the same band from uint8 comparisons.
     """
     if density >= 1:
         return delta
@@ -374,10 +479,13 @@ def magnitude_outliers(
     if n_bottom < 0:
         n_top += n_bottom
         n_bottom = 0
-    magnitude = delta.abs()
-    out = _times_mask(delta, rank_band_mask(magnitude, n_bottom, n_top), into=magnitude)
+    if isinstance(order, MagnitudeOrder):
+        out = _times_mask(delta, order.band_mask(delta, n_bottom, n_top))
+    else:
+        magnitude = delta.abs()
+        out = _times_mask(delta, rank_band_mask(magnitude, n_bottom, n_top), into=magnitude)
     if rescale == "l1":
-        rescale_l1(delta, out)
+        rescale_l1(delta, out, order)
     elif rescale == "inverse_keep_prob":
         raise MergeError("breadcrumbs is deterministic; rescale by keep probability is undefined")
     return out
@@ -395,20 +503,22 @@ def uniform_like(delta: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 def random_drop(
-    delta: torch.Tensor, density: float, generator: torch.Generator, rescale: Rescale = "l1"
+    delta: torch.Tensor, density: float, generator: torch.Generator, rescale: Rescale = "l1",
+    table: SourceNorm | None = None,
 ) -> torch.Tensor:
     """DARE (arXiv 2311.03099): keep each entry with probability ``density``, drop it otherwise.
 
     The paper rescales kept entries by 1/density (``"inverse_keep_prob"``);
     mergekit's ``rescale: true`` matches the L1 norm instead (``"l1"``).
-    Density 1 returns the input untouched and draws nothing.
+    Density 1 returns the input untouched and draws nothing. ``table``: ``delta``'s precomputed
+    table (a resident task vector's), whose kept L1 norm spares a pass per candidate.
     """
     if density >= 1:
         return delta
     keep = uniform_like(delta, generator).lt_(density)  # 1.0 where kept, 0.0 where dropped
     out = torch.mul(delta, keep, out=keep)
     if rescale == "l1":
-        rescale_l1(delta, out)
+        rescale_l1(delta, out, table)
     elif rescale == "inverse_keep_prob":
         out.mul_(1.0 / density)
     return out
@@ -487,21 +597,26 @@ def della_magprune(
     epsilon: float,
     generator: torch.Generator,
     rescale: Rescale = "l1",
+    ranks: RowRanks | None = None,
 ) -> torch.Tensor:
     """DELLA MagPrune (arXiv 2406.11617): random drop with magnitude-ranked probabilities.
 
     Larger entries are kept more often. The paper rescales each kept entry by
     1/(1 - p_i) (``"inverse_keep_prob"``); mergekit matches the L1 norm
     (``"l1"``). Density 1 returns the input untouched and draws nothing.
+    ``ranks``: ``delta``'s precomputed ``RowRanks`` (a resident task vector's): no sort per candidate.
     """
     if density >= 1:
         return delta
     check_della_band(density, epsilon, where="della")
-    keep_prob = della_keep_probabilities(delta, density, epsilon)
+    if isinstance(ranks, RowRanks):
+        keep_prob = ranks.keep_probabilities(delta, density, epsilon)
+    else:
+        keep_prob = della_keep_probabilities(delta, density, epsilon)
     keep = uniform_like(delta, generator).lt_(keep_prob)  # 1.0 where kept, 0.0 where dropped
     out = torch.mul(delta, keep, out=keep)
     if rescale == "l1":
-        rescale_l1(delta, out)
+        rescale_l1(delta, out, ranks)
     elif rescale == "inverse_keep_prob":
         out.div_(keep_prob)
     return out
