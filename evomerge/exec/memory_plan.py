@@ -55,15 +55,28 @@ class Slot:
     name: str
     resident: int
     file: int
+    device: int = 0  # a worker split over several devices: the index of the device of the tensor's parameter
 
 
-def place(slots: Sequence[Slot], capacities: Sequence[tuple[str, int]]) -> dict[tuple[str, str], str]:
-    """First fit, in ``slots`` order: each tensor goes to the first tier with room left; the files take the rest."""
+def place(slots: Sequence[Slot], capacities: Sequence[tuple[str, int]],
+          device_budgets: Sequence[int] | None = None) -> dict[tuple[str, str], str]:
+    """First fit, in ``slots`` order: each tensor goes to the first tier with room left; the files take the rest.
+
+    ``device_budgets``: a worker split over several devices, one device budget per device (a tensor fits the
+    device tier only on its own device, ``Slot.device``); it replaces the DEVICE entry of ``capacities``.
+    """
     left = {tier: cap for tier, cap in capacities}
+    per_device = list(device_budgets) if device_budgets is not None else None
+
+    def room(tier: str, slot: Slot) -> int:
+        return per_device[slot.device] if tier == DEVICE and per_device is not None else left[tier]
+
     where: dict[tuple[str, str], str] = {}
     for slot in slots:
-        tier = next((t for t, _ in capacities if left[t] >= slot.resident), FILES)
-        if tier != FILES:
+        tier = next((t for t, _ in capacities if room(t, slot) >= slot.resident), FILES)
+        if tier == DEVICE and per_device is not None:
+            per_device[slot.device] -= slot.resident
+        elif tier != FILES:
             left[tier] -= slot.resident
         where[(slot.source, slot.name)] = tier
     return where
