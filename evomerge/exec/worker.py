@@ -171,6 +171,11 @@ def _split_worker(template: str, base: str | None, models: list[str], devices: S
     from evomerge.exec.shared_sources import source_paths
 
     targets = [torch.device(d) for d in devices]
+    cuda = [d for d in targets if d.type == "cuda"]
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda and max((d.index or 0) for d in cuda) >= have:
+        raise ConfigError(f"a worker split over {', '.join(map(str, targets))} needs {len(cuda)} CUDA devices; "
+                          f"this machine has {have} (runner.gpus_per_worker)")
     if device_memory is None:
         device_memory = [_split_capacity(d, len(targets)) for d in targets]
     sources = len(source_paths(base, models))

@@ -24,6 +24,8 @@ from evomerge.exec.worker import EvalWorker
 from evomerge.materialize.inplace import materialize_into
 from evomerge.materialize.streaming import merge_to_disk
 from evomerge.recipe.model import Recipe
+from evomerge.study.config import RunConfig
+from evomerge.study.study import build_runner
 from evomerge.testing import tiny_llama_config, tiny_llama_family
 
 RECIPES = {
@@ -191,10 +193,42 @@ def test_on_two_gpus_each_layers_sources_live_and_merge_on_its_gpu(split_family,
     merge_to_disk(recipe, tmp_path / "out")
     reference = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32).eval()
     materialize_into(worker.model, recipe, worker.resident)
-    for (_, name) in resident._orders:
-        assert resident._orders[(_, name)].nbytes >= 0
+    assert resident._orders
+    for (_, name), order in resident._orders.items():  # TIES order tables beside their task vectors
+        assert order.bucket.device == resident.device_of(name)
     got = worker.model.state_dict()
     for name, tensor in reference.state_dict().items():  # TIES on CUDA = on CPU: exact selection, same sums
         torch.testing.assert_close(got[name].cpu(), tensor, rtol=1e-6, atol=1e-7)
     ok = worker.evaluate(Candidate("c", recipe))
     assert ok.ok, ok.error
+
+
+def _run_config(family, **runner) -> RunConfig:
+    base, experts = family
+    return RunConfig.from_dict({
+        "name": "split", "sources": {"base": str(base), "models": [str(e) for e in experts]}, "space": "ties",
+        "objectives": [{"name": "score", "direction": "maximize"}], "budget": {"evaluations": 1}, "runner": runner})
+
+
+def test_gpus_per_worker_above_one_is_a_whole_number_of_gpus_split_over_by_one_worker(split_family):
+    assert _run_config(split_family, device="cuda", gpus_per_worker=2).runner.worker_devices() == ["cuda:0", "cuda:1"]
+    assert _run_config(split_family, type="ray", gpus_per_worker=0.5).runner.worker_devices() is None
+    with pytest.raises(ConfigError, match="gpus_per_worker: 1.5: above 1 it is the number of GPUs"):
+        _run_config(split_family, type="ray", gpus_per_worker=1.5)
+    with pytest.raises(ConfigError, match=r"splits the local worker over cuda:0..1; set device: cuda \(not cpu\)"):
+        _run_config(split_family, gpus_per_worker=2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.device_count() >= 2, reason="this machine has 2 GPUs")
+def test_the_local_runner_without_the_gpus_refuses_in_one_line(split_family):
+    config = _run_config(split_family, device="cuda", gpus_per_worker=2)
+    with pytest.raises(ConfigError, match=r"a worker split over cuda:0, cuda:1 needs 2 CUDA devices; this machine "
+                                          r"has \d+ \(runner.gpus_per_worker\)"):
+        build_runner(config, [])
+
+
+def test_the_ray_runner_refuses_a_split_worker_instead_of_using_one_of_its_gpus(split_family):
+    config = _run_config(split_family, type="ray", gpus_per_worker=2)
+    with pytest.raises(ConfigError, match=r"gpus_per_worker: 2 \(one worker split over several GPUs\) runs on the "
+                                          "local runner only for now"):
+        build_runner(config, [])
