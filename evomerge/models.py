@@ -56,13 +56,21 @@ def model_type(path: str | Path) -> str | None:
     return read_json_object(config).get("model_type")
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, Any]:
-    """(model in eval mode, tokenizer or None) for the folder at ``path``."""
+def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               device_map: dict[str, str] | None = None) -> tuple[torch.nn.Module, Any]:
+    """(model in eval mode, tokenizer or None) for the folder at ``path``.
+
+    ``device_map``: module name -> device, a model split over several devices (transformers places the
+    modules and accelerate's hooks move the activations between them); ``device`` is then unused.
+    """
     from evomerge.zoo.digits import MODEL_TYPE as DIGITS_MODEL_TYPE
 
     path = Path(path)
     if model_type(path) == DIGITS_MODEL_TYPE:
+        if device_map is not None:
+            from evomerge.errors import ConfigError
+
+            raise ConfigError(f"model {path}: a split over several devices needs a transformers model")
         from evomerge.zoo.digits import DigitsMLP
 
         model = DigitsMLP.from_pretrained(path)
@@ -71,7 +79,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu",
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    if device_map is not None:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map).eval()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     tokenizer = None
     if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(path)

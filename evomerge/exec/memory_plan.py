@@ -55,15 +55,28 @@ class Slot:
     name: str
     resident: int
     file: int
+    device: int = 0  # a worker split over several devices: the index of the device of the tensor's parameter
 
 
-def place(slots: Sequence[Slot], capacities: Sequence[tuple[str, int]]) -> dict[tuple[str, str], str]:
-    """First fit, in ``slots`` order: each tensor goes to the first tier with room left; the files take the rest."""
+def place(slots: Sequence[Slot], capacities: Sequence[tuple[str, int]],
+          device_budgets: Sequence[int] | None = None) -> dict[tuple[str, str], str]:
+    """First fit, in ``slots`` order: each tensor goes to the first tier with room left; the files take the rest.
+
+    ``device_budgets``: a worker split over several devices, one device budget per device (a tensor fits the
+    device tier only on its own device, ``Slot.device``); it replaces the DEVICE entry of ``capacities``.
+    """
     left = {tier: cap for tier, cap in capacities}
+    per_device = list(device_budgets) if device_budgets is not None else None
+
+    def room(tier: str, slot: Slot) -> int:
+        return per_device[slot.device] if tier == DEVICE and per_device is not None else left[tier]
+
     where: dict[tuple[str, str], str] = {}
     for slot in slots:
-        tier = next((t for t, _ in capacities if left[t] >= slot.resident), FILES)
-        if tier != FILES:
+        tier = next((t for t, _ in capacities if room(t, slot) >= slot.resident), FILES)
+        if tier == DEVICE and per_device is not None:
+            per_device[slot.device] -= slot.resident
+        elif tier != FILES:
             left[tier] -= slot.resident
         where[(slot.source, slot.name)] = tier
     return where
@@ -90,6 +103,22 @@ def source_slots(base: str | None, models: Sequence[str], storage_itemsize: int)
 
 
 @dataclass
+class DeviceShare:
+    """One device of a worker split over several: its modules (accelerate's map), the model's and sources' bytes."""
+
+    index: int
+    modules: list[str]
+    capacity: int
+    reserve: int
+    model_bytes: int = 0
+    source_bytes: int = 0  # the device tier of the sources beside this device's layers
+
+    @property
+    def headroom(self) -> int:
+        return self.capacity - self.model_bytes - self.source_bytes
+
+
+@dataclass
 class WorkerPlan:
     """One worker's memory: the model instance, each source's bytes per tier, headroom and traffic."""
 
@@ -104,6 +133,7 @@ class WorkerPlan:
     file_reads: int = 0  # bytes read from the source files per candidate
     error: str | None = None
     tables: int = 0  # source-only tables of the held task vectors (TIES' magnitude orders: 1 byte per entry)
+    devices: list[DeviceShare] = field(default_factory=list)  # a worker split over several GPUs: per GPU
 
     def tier_bytes(self, tier: str) -> int:
         return sum(t.get(tier, 0) for t in self.sources.values())
@@ -142,12 +172,7 @@ def plan_worker(slots: Sequence[Slot], *, model_bytes: int, model_dtype: str, st
         free = min(free, source_memory)
     tiers = [(DEVICE, free)] + ([(HOST, max(0, host_budget))] if gpu else [])
     where = place(slots, tiers)
-    for slot in slots:
-        tier = where[(slot.source, slot.name)]
-        per = plan.sources.setdefault(slot.source, {})
-        per[tier] = per.get(tier, 0) + (slot.file if tier == FILES else slot.resident)
-        if tier == FILES:
-            plan.file_reads += slot.file
+    _tally(plan, slots, where)
     if base is not None and table_bytes_per_entry:
         room = free - plan.tier_bytes(DEVICE) - plan.tier_bytes(HOST)
         itemsize = _ITEMSIZE.get(storage_dtype, 4)
@@ -156,6 +181,62 @@ def plan_worker(slots: Sequence[Slot], *, model_bytes: int, model_dtype: str, st
             if slot.source != base and where[(slot.source, slot.name)] == DEVICE and need <= room:
                 plan.tables += need
                 room -= need
+    return plan
+
+
+def _tally(plan: WorkerPlan, slots: Sequence[Slot], where: dict[tuple[str, str], str]) -> None:
+    """Add each placed slot's bytes to its source's tier (and its device's share on a split worker)."""
+    for slot in slots:
+        tier = where[(slot.source, slot.name)]
+        per = plan.sources.setdefault(slot.source, {})
+        per[tier] = per.get(tier, 0) + (slot.file if tier == FILES else slot.resident)
+        if tier == FILES:
+            plan.file_reads += slot.file
+        if tier == DEVICE and plan.devices:
+            plan.devices[slot.device].source_bytes += slot.resident
+
+
+def plan_split_worker(slots: Sequence[Slot], *, template: str, gpus: int, device_memory: int, reserve: int,
+                      model_dtype, storage_dtype: str, host_budget: int, source_memory: int | None = None
+                      ) -> WorkerPlan:
+    """One worker split over ``gpus`` GPUs of ``device_memory`` bytes: the worker's own split (accelerate's device
+    map over what each GPU holds less ``reserve``), the model's bytes per GPU, and the sources placed first fit on
+    the GPU of their parameter (``source_memory``: a cap per GPU), then pinned host memory, then the files.
+    """
+    from evomerge.errors import MergeError
+    from evomerge.exec.device_split import meta_model, plan_split, tensor_slots
+    from evomerge.exec.shared_sources import DTYPES
+    from evomerge.io.checkpoint import Checkpoint
+    from evomerge.materialize.load_map import LoadMap
+
+    name = str(model_dtype).removeprefix("torch.")
+    itemsize = DTYPES[storage_dtype].itemsize
+    template_slots = [s for s in slots if s.source == template]
+    model_bytes = sum(s.resident // itemsize for s in template_slots) * model_dtype.itemsize
+    plan = WorkerPlan(True, model_bytes, name, storage_dtype, gpus * device_memory, gpus * reserve, host_budget)
+    ckpt = Checkpoint.open(template)
+    try:
+        layout = [(n, tuple(ckpt.info(n).shape)) for n in ckpt.names]
+    finally:
+        ckpt.close()
+    model = meta_model(template, model_dtype)
+    try:
+        landing = LoadMap(model, layout)
+        split = plan_split(template, [f"cuda:{i}" for i in range(gpus)], [device_memory - reserve] * gpus,
+                           model_dtype=model_dtype, model=model,
+                           resident_bytes_per_element=len({s.source for s in slots}) * itemsize)
+    except (ConfigError, MergeError) as exc:
+        plan.error = str(exc)
+        return plan
+    index = tensor_slots(split, landing)
+    plan.devices = [DeviceShare(i, modules, device_memory, reserve) for i, modules in enumerate(split.per_device())]
+    for slot in template_slots:
+        plan.devices[index.get(slot.name, 0)].model_bytes += slot.resident // itemsize * model_dtype.itemsize
+    budgets = [max(0, d.capacity - d.reserve - d.model_bytes) for d in plan.devices]
+    if source_memory is not None:
+        budgets = [min(b, source_memory) for b in budgets]
+    placed = [Slot(s.source, s.name, s.resident, s.file, index.get(s.name, 0)) for s in slots]
+    _tally(plan, placed, place(placed, [(DEVICE, 0), (HOST, max(0, host_budget))], budgets))
     return plan
 
 
@@ -223,7 +304,7 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
         host_memory = device_available_bytes(torch.device("cpu"))
         notes.append(f"host memory: {human(host_memory)} available on this machine (give --host-memory to plan "
                      "for another)")
-    gpus = rc.gpus_per_worker if rc.type == "ray" else 1.0
+    gpus = rc.gpus_per_worker if rc.type == "ray" else max(1.0, rc.gpus_per_worker)
     if gpu and device_memory is None:
         import torch
 
@@ -239,9 +320,6 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
     shared = not gpu and rc.type == "ray"
     if gpu:
         assert device_memory is not None
-        if gpus > 1:
-            notes.append(f"gpus_per_worker: {gpus:g}: a worker uses its first GPU only (a worker split over "
-                         "several GPUs is not built yet); planned on one")
         capacity = int(device_memory * min(gpus, 1.0))
         reserve_bytes = reserve if reserve is not None else max(2**30, capacity // 10)
         host_budget = (host_memory - per_machine * 2**30) // per_machine  # 1 GiB per process for itself
@@ -256,11 +334,18 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
     source_cap = None if rc.source_memory in (None, "auto") else parse_bytes(rc.source_memory)
     if rc.host_memory not in (None, "auto") and gpu:
         host_budget = parse_bytes(rc.host_memory)
-    worker = plan_worker(slots, model_bytes=model_bytes, model_dtype=str(model_dtype).removeprefix("torch."),
-                         storage_dtype=rc.storage_dtype, gpu=gpu, capacity=capacity, reserve=reserve_bytes,
-                         host_budget=host_budget, source_memory=source_cap,
-                         base=str(base) if base is not None else None,
-                         table_bytes_per_entry=table_bytes_per_entry(config.space))
+    if gpu and gpus > 1:  # one worker split over several GPUs; the reserve is per GPU
+        assert device_memory is not None
+        worker = plan_split_worker(slots, template=template, gpus=int(gpus), device_memory=device_memory,
+                                   reserve=reserve if reserve is not None else max(2**30, device_memory // 10),
+                                   model_dtype=model_dtype, storage_dtype=rc.storage_dtype, host_budget=host_budget,
+                                   source_memory=source_cap)
+    else:
+        worker = plan_worker(slots, model_bytes=model_bytes, model_dtype=str(model_dtype).removeprefix("torch."),
+                             storage_dtype=rc.storage_dtype, gpu=gpu, capacity=capacity, reserve=reserve_bytes,
+                             host_budget=host_budget, source_memory=source_cap,
+                             base=str(base) if base is not None else None,
+                             table_bytes_per_entry=table_bytes_per_entry(config.space))
     return MemoryPlan(workers, machines, gpus if gpu else 0.0, device_memory if gpu else None, host_memory, worker,
                       base, shared, notes)
 
@@ -280,10 +365,14 @@ def render(plan: MemoryPlan, sources: Sequence[str]) -> list[str]:
     lines.extend(f"note: {n}" for n in plan.notes)
     home = "device" if w.gpu else "host"
     lines.append(f"per worker ({human(w.capacity)} {'on the device' if w.gpu else 'of host memory'}):")
-    lines.append(f"  model instance ({w.model_dtype}): {human(w.model_bytes)} on the {home}")
+    lines.append(f"  model instance ({w.model_dtype}): {human(w.model_bytes)} on the {home}"
+                 + (f", split over {len(w.devices)} GPUs" if w.devices else ""))
     if w.error is not None:
         lines.append(f"does not fit: {w.error}")
         return lines
+    for d in w.devices:
+        lines.append(f"  GPU {d.index} ({_modules(d.modules)}): model {human(d.model_bytes)}, sources "
+                     f"{human(d.source_bytes)}, headroom {human(d.headroom)} (reserve {human(d.reserve)})")
     tiers = [DEVICE, HOST, FILES] if w.gpu else [DEVICE, FILES]
     label = dict(TIER_LABEL) if w.gpu else {DEVICE: "host memory", FILES: "memory-mapped files"}
     for path in sources:
@@ -302,6 +391,27 @@ def render(plan: MemoryPlan, sources: Sequence[str]) -> list[str]:
     lines.append(f"  per candidate: {human(w.host_to_device)} host -> device, {human(w.file_reads)} read from "
                  "the source files")
     return lines
+
+
+def _modules(names: Sequence[str]) -> str:
+    """Module names with runs of numbered siblings folded: model.layers.0-39."""
+    out: list[str] = []
+    run: tuple[str, int, int] | None = None
+    for name in names:
+        m = re.fullmatch(r"(.*\.)(\d+)", name)
+        if m and run and run[0] == m.group(1) and int(m.group(2)) == run[2] + 1:
+            run = (run[0], run[1], int(m.group(2)))
+            continue
+        if run:
+            out.append(f"{run[0]}{run[1]}" + (f"-{run[2]}" if run[2] != run[1] else ""))
+            run = None
+        if m:
+            run = (m.group(1), int(m.group(2)), int(m.group(2)))
+        else:
+            out.append(name)
+    if run:
+        out.append(f"{run[0]}{run[1]}" + (f"-{run[2]}" if run[2] != run[1] else ""))
+    return ", ".join(out)
 
 
 def source_order(base: str | None, models: Sequence[str]) -> list[str]:

@@ -196,7 +196,8 @@ def unpack(state: Mapping[str, Any], paths: Mapping[str, str], device: str | tor
     resident.nbytes = int(state["nbytes"])
     resident.tiers = {(key, n): "device" for key in resident.checkpoints for n in resident.checkpoints[key].names}
     resident.streamed = False
-    resident._copy_stream = None
+    resident._copy_streams = {}
+    resident._device_used = [resident.nbytes]
     resident._pool = BufferPool()
     resident._mapped = MappedFiles()
     resident._orders = {}

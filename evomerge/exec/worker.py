@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from evomerge.errors import ConfigError, MergeError
 from evomerge.exec.base import Candidate, EvalResult
+from evomerge.exec.device_split import DeviceSplit, plan_split, tensor_slots
 from evomerge.fitness import FitnessTask, check_tokenizer, evaluate_all
 from evomerge.materialize.inplace import ResidentSources, materialize_into
 from evomerge.materialize.load_map import load_map_for
@@ -37,7 +39,8 @@ class EvalWorker:
                  device: str = "cpu", storage_dtype: torch.dtype = torch.float32, name: str = "local",
                  threads: int | None = None, resident: ResidentSources | None = None,
                  tokenizer: TokenizerSpec | None = None, model_dtype: str | torch.dtype = "auto",
-                 source_memory: int | str | None = "auto", host_memory: int | str | None = "auto") -> None:
+                 source_memory: int | str | None = "auto", host_memory: int | str | None = "auto",
+                 devices: Sequence[str] | None = None, device_memory: Sequence[int] | None = None) -> None:
         """``resident``: sources already held elsewhere (e.g. shared by a Ray node's workers); else read here.
 
         ``tokenizer``: mergekit's tokenizer settings, for sources with different vocabularies; the model
@@ -47,6 +50,10 @@ class EvalWorker:
         ``source_memory``: bytes the sources may hold on the device (``auto``: what is free once the model
         is loaded, less a reserve for activations; None: no limit); beyond it ``host_memory`` bytes of pinned
         host memory (CUDA; ``auto``: what the machine has free, less 2 GiB), then the memory-mapped files.
+        ``devices``: several devices (``runner.gpus_per_worker: k`` gives cuda:0..k-1) over which the model's
+        layers are split, each source tensor kept and merged on its parameter's device; ``source_memory`` is
+        then per device, and ``device_memory`` the bytes of each device the model and its sources may use
+        (default: what is free on it, less the reserve for activations).
         """
         if threads:
             torch.set_num_threads(threads)
@@ -57,7 +64,17 @@ class EvalWorker:
         self.models = list(models)
         template = base or models[0]
         self.model_dtype = resolve_model_dtype(model_dtype, template)
-        self.model, self.tokenizer = load_model(Path(template), device=device, dtype=self.model_dtype)
+        self.split: DeviceSplit | None = None
+        if devices is not None and len(devices) > 1:
+            if resident is not None or tokenizer is not None:
+                raise ConfigError("a worker split over several devices reads its own sources, in one vocabulary "
+                                  "(no shared sources, no sources.tokenizer yet)")
+            self.split, self.model, self.tokenizer, resident = _split_worker(
+                template, base, list(models), devices, device_memory, storage_dtype, self.model_dtype,
+                source_memory, host_memory)
+            self.device = self.split.devices[0]
+        else:
+            self.model, self.tokenizer = load_model(Path(template), device=device, dtype=self.model_dtype)
         if resident is None:  # after the model: what the device has free is measured with it in place
             budget, host_budget = source_budgets(self.device, source_memory, host_memory)
             resident = ResidentSources.from_paths(list(models), base, device=device, storage_dtype=storage_dtype,
@@ -84,6 +101,10 @@ class EvalWorker:
         recipe = candidate.recipe
         if recipe.layer_path:
             from evomerge.materialize.dataflow import routed_model_for
+
+            if self.split is not None:
+                raise MergeError("data-flow recipes (layer_path) run on one device per worker; this worker is "
+                                 f"split over {len(self.split.devices)} (runner.gpus_per_worker)")
 
             return routed_model_for(recipe, self)
         materialize_into(self.model, recipe, self.resident)
@@ -136,3 +157,78 @@ def source_budgets(device: torch.device, source_memory: int | str | None,
         host = size(host_memory, "host_memory",
                     lambda: max(0, device_available_bytes(torch.device("cpu")) - 2 * 2**30)) or 0
     return budget, host
+
+
+def _split_worker(template: str, base: str | None, models: list[str], devices: Sequence[str],
+                  device_memory: Sequence[int] | None, storage_dtype: torch.dtype, model_dtype: torch.dtype,
+                  source_memory: int | str | None, host_memory: int | str | None
+                  ) -> tuple[DeviceSplit, torch.nn.Module, Any, ResidentSources]:
+    """The model split over ``devices`` by accelerate's device map, and the sources read beside its parameters.
+
+    Before anything is loaded the layers are split over what each device may hold (the model and the sources
+    resident beside it); after the load, every landing parameter is checked to be on its planned device.
+    """
+    from evomerge.exec.shared_sources import source_paths
+
+    targets = [torch.device(d) for d in devices]
+    cuda = [d for d in targets if d.type == "cuda"]
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda and max((d.index or 0) for d in cuda) >= have:
+        raise ConfigError(f"a worker split over {', '.join(map(str, targets))} needs {len(cuda)} CUDA devices; "
+                          f"this machine has {have} (runner.gpus_per_worker)")
+    if device_memory is None:
+        device_memory = [_split_capacity(d, len(targets)) for d in targets]
+    sources = len(source_paths(base, models))
+    split = plan_split(template, targets, list(device_memory), model_dtype=model_dtype,
+                       resident_bytes_per_element=sources * storage_dtype.itemsize)
+    model, tokenizer = load_model(Path(template), dtype=model_dtype, device_map=split.device_map())
+    ckpt_layout = _template_layout(template)
+    landing = load_map_for(model, ckpt_layout)
+    for name in landing.checkpoint_names():
+        for param, tensor in landing.targets(name).items():
+            want = split.devices[split.index_of(param)]
+            if not _same_device(tensor.device, want):
+                raise ConfigError(f"parameter {param} was loaded on {tensor.device}, not on {want} as the device "
+                                  "map says")
+    budgets: list[int | None] = []
+    host = 0
+    for target in targets:
+        budget, host = source_budgets(target, source_memory, host_memory)
+        if budget is not None and target.type == "cpu" and source_memory == "auto":
+            budget //= len(targets)  # the same RAM, measured once per "cpu" device
+        budgets.append(budget)
+    resident = ResidentSources.from_paths(models, base, devices=targets, placement=tensor_slots(split, landing),
+                                          storage_dtype=storage_dtype, budget=budgets, host_budget=host)
+    return split, model, tokenizer, resident
+
+
+def _template_layout(template: str) -> list[tuple[str, tuple[int, ...]]]:
+    from evomerge.io.checkpoint import Checkpoint
+
+    ckpt = Checkpoint.open(template)
+    try:
+        return [(name, tuple(ckpt.info(name).shape)) for name in ckpt.names]
+    finally:
+        ckpt.close()
+
+
+def _split_capacity(device: torch.device, count: int) -> int:
+    """Bytes a device may give a split worker's model and sources: what is free, less the reserve for activations."""
+    from evomerge.exec.shared_sources import device_available_bytes
+
+    free = device_available_bytes(device)
+    if device.type == "cuda":
+        total = torch.cuda.mem_get_info(device)[1]
+        return max(0, free - max(2**30, total // 10))
+    share = free // count  # "cpu" devices (the tests' stand-in for GPUs) share one RAM
+    return max(0, share - max(2**30, share // 20))
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """cuda and cuda:0 (the current device) are one device; cpu is cpu whatever its index."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)

@@ -11,7 +11,7 @@ path (same plan, same inputs, same method calls).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
@@ -55,21 +55,45 @@ class ResidentSources:
     merge lays them out for the models in this order (non-base sources, then
     the base), and every candidate must plan that same layout. Those tensors
     are always held on the device.
+
+    A worker split over several ``devices`` (``evomerge.exec.device_split``) gives
+    each checkpoint tensor's device index in ``placement``: the device of the
+    parameter it merges into. Its base, task vectors and orders live there, and
+    its merge runs there; ``budget`` is then one budget per device.
     """
 
     vocabulary: MergedVocabulary | None = None
     _layouts: Mapping[str, RowAssembly] = MappingProxyType({})
+    _devices: tuple[torch.device, ...] = ()
+    placement: Mapping[str, int] = MappingProxyType({})  # checkpoint tensor name -> device index (default 0)
+    _device_budgets: list[int | None] | None = None
 
     def __init__(self, checkpoints: Mapping[str, Checkpoint], base_model: str | None, *,
                  device: str | torch.device = "cpu", storage_dtype: torch.dtype = torch.float32,
-                 tokenizer: TokenizerSpec | None = None, budget: int | None = None, host_budget: int = 0) -> None:
+                 tokenizer: TokenizerSpec | None = None, budget: int | Sequence[int | None] | None = None,
+                 host_budget: int = 0, devices: Sequence[str | torch.device] | None = None,
+                 placement: Mapping[str, int] | None = None) -> None:
         """``budget``: bytes the sources may take on ``device`` (None: no limit). What does not fit goes, tensor by
         tensor (the base first), to pinned host memory up to ``host_budget`` (CUDA only), and the rest is read
         from the memory-mapped files for every candidate: the same values in every tier, only slower.
+        ``devices`` and ``placement``: a worker split over several devices (then ``device`` is unused and
+        ``budget`` may be a list, one per device).
         """
         from evomerge.exec.memory_plan import DEVICE, FILES, HOST, Slot, place
 
-        self.device = torch.device(device)
+        if devices:
+            self._devices = tuple(torch.device(d) for d in devices)
+            self.placement = MappingProxyType(dict(placement or {}))
+            bad = {n: i for n, i in self.placement.items() if not 0 <= i < len(self._devices)}
+            if bad:
+                raise MergeError(f"placement of {next(iter(bad))} on device {next(iter(bad.values()))}: the worker "
+                                 f"has {len(self._devices)} devices")
+        self.device = self._devices[0] if self._devices else torch.device(device)
+        if isinstance(budget, Sequence):
+            if len(budget) != len(self.devices):
+                raise MergeError(f"{len(budget)} source budgets for {len(self.devices)} devices")
+            self._device_budgets = list(budget)
+            budget = None if any(b is None for b in budget) else sum(b for b in budget if b is not None)
         self.storage_dtype = storage_dtype
         self.base_model = model_key(base_model) if base_model else None
         self.checkpoints = dict(checkpoints)
@@ -84,14 +108,18 @@ class ResidentSources:
             self.vocabulary, self._layouts = self._vocabulary_layouts(tokenizer)
         order = sorted(self.checkpoints, key=lambda k: k != self.base_model)  # the base first
         itemsize = storage_dtype.itemsize
-        slots = [Slot(k, n, math.prod(self.checkpoints[k].info(n).shape) * itemsize, 0)
+        slots = [Slot(k, n, math.prod(self.checkpoints[k].info(n).shape) * itemsize, 0, self.placement.get(n, 0))
                  for k in order for n in self.checkpoints[k].names if n not in self._layouts]
-        capacities = [(DEVICE, budget if budget is not None else sum(s.resident for s in slots))]
+        unlimited = sum(s.resident for s in slots)
+        capacities = [(DEVICE, budget if budget is not None else unlimited)]
         if self.device.type == "cuda" and host_budget > 0:
             capacities.append((HOST, host_budget))
-        self.tiers = place(slots, capacities)  # (key, name) -> device | host | files (vocabulary tensors: device)
+        per_device = None if self._device_budgets is None else [unlimited if b is None else b
+                                                                 for b in self._device_budgets]
+        # (key, name) -> device | host | files (vocabulary tensors: device)
+        self.tiers = place(slots, capacities, per_device)
         self.streamed = any(t != DEVICE for t in self.tiers.values())
-        self._copy_stream = None
+        self._copy_streams: dict[torch.device, torch.cuda.Stream] = {}
         self._pool = BufferPool()  # float32 buffers for tensors read per candidate, reused across tensors
         self._mapped = MappedFiles()  # the file tier: mapped once, read per candidate
         self._orders: dict[tuple[str, str, type], SourceNorm] = {}  # source-only tables, built on first use
@@ -123,6 +151,20 @@ class ResidentSources:
             self._tensors[key] = store
         for name, layout in self._layouts.items():
             self._load_vocabulary_tensor(name, layout)
+        self._device_used = [0] * len(self.devices)  # bytes held per device (split workers budget orders by it)
+        for key, store in ((self.base_model, self._base), *self._tensors.items()):
+            for name, held in store.items():
+                if self.tiers.get((key, name), DEVICE) == DEVICE:
+                    self._device_used[self.placement.get(name, 0)] += held.numel() * held.element_size()
+
+    @property
+    def devices(self) -> tuple[torch.device, ...]:
+        """The worker's devices: several for a split worker, else just ``device``."""
+        return self._devices or (self.device,)
+
+    def device_of(self, name: str) -> torch.device:
+        """Where checkpoint tensor ``name``'s inputs live and its merge runs: its parameter's device."""
+        return self._devices[self.placement.get(name, 0)] if self._devices else self.device
 
     def _vocabulary_layouts(self, spec: TokenizerSpec) -> tuple[MergedVocabulary, dict[str, RowAssembly]]:
         """The merged vocabulary and each vocabulary tensor's layout, from tokenizer files and headers."""
@@ -166,15 +208,16 @@ class ResidentSources:
         if held is None:
             assert self.base_model is not None
             return _round_to(self._read(self.base_model, name, pooled), self.storage_dtype)
-        return held.to(self.device, non_blocking=True).float()
+        return held.to(self.device_of(name), non_blocking=True).float()
 
     def _read(self, key: str, name: str, pooled: list[torch.Tensor] | None) -> torch.Tensor:
         """A source tensor from its memory-mapped file, in a float32 buffer on the device (the file tier, per
         candidate). Buffers taken from the pool are listed in ``pooled``.
         """
         tensor = self._mapped.view(self.checkpoints[key], name)  # read-only: copied below, never written
-        if pooled is None or self.device.type != "cpu":
-            tensor = tensor.to(self.device, torch.float32, copy=True)
+        device = self.device_of(name)
+        if pooled is None or device.type != "cpu":
+            tensor = tensor.to(device, torch.float32, copy=True)
         else:
             tensor = self._pool.widen(tensor)
             pooled.append(tensor)
@@ -185,7 +228,7 @@ class ResidentSources:
         """Task vector (or, without a base, the source) in float32 on the device, from whichever tier holds it."""
         held = self._tensors.get(key, {}).get(name)
         if held is not None:
-            return held.to(self.device, non_blocking=True).float()
+            return held.to(self.device_of(name), non_blocking=True).float()
         tensor = self._read(key, name, pooled)
         if base is not None:
             tensor.sub_(base)
@@ -210,14 +253,22 @@ class ResidentSources:
                 continue
             table = self._orders.get((*key, kind))
             if table is None:
-                need = kind.planned_nbytes(tuple(delta.shape))
-                if self._budget is not None and self.nbytes + self.order_bytes + need > self._budget:
+                if not self._room_for_table(ref.name, kind.planned_nbytes(tuple(delta.shape))):
                     out.append(None)  # no room: the plain selection, same mask
                     continue
                 table = self._orders[(*key, kind)] = kind(delta)
                 self.order_bytes += table.nbytes
+                self._device_used[self.placement.get(ref.name, 0)] += table.nbytes
             out.append(table)
         return out
+
+    def _room_for_table(self, name: str, need: int) -> bool:
+        """Whether the budget (the tensor's own device's, on a split worker) has room for a source-only table."""
+        if self._device_budgets is not None:
+            index = self.placement.get(name, 0)
+            cap = self._device_budgets[index]
+            return cap is None or self._device_used[index] + need <= cap
+        return self._budget is None or self.nbytes + self.order_bytes + need <= self._budget
 
     def give_back(self, pooled: list[torch.Tensor]) -> None:
         """Return the buffers a finished task read into (``pooled`` from ``gather``) for the next tensors."""
@@ -232,7 +283,7 @@ class ResidentSources:
                    str(base_model) if base_model is not None else None, **kwargs)
 
     def _load(self, ckpt: Checkpoint, name: str) -> torch.Tensor:
-        tensor = ckpt.get(name, device=self.device)
+        tensor = ckpt.get(name, device=self.device_of(name))
         if not all_finite(tensor):
             check_finite(tensor, name=name, path=ckpt.info(name).file)  # raises, naming tensor and file
         return tensor.float()
@@ -287,13 +338,15 @@ class ResidentSources:
         finished on return.
         """
         pooled: list[torch.Tensor] = []
-        if self.device.type != "cuda":
+        device = self.device_of(task.sources[0].name) if task.sources else self.device
+        if device.type != "cuda":
             return (*self.gather(task, pooled), pooled)
-        if self._copy_stream is None:
-            self._copy_stream = torch.cuda.Stream(self.device)
-        with torch.cuda.stream(self._copy_stream):
+        stream = self._copy_streams.get(device)
+        if stream is None:  # one side stream per device of a split worker
+            stream = self._copy_streams[device] = torch.cuda.Stream(device)
+        with torch.cuda.stream(stream):
             base, inputs = self.gather(task, pooled)
-        self._copy_stream.synchronize()
+        stream.synchronize()
         return base, inputs, pooled
 
     def _source(self, ref: TensorRef) -> torch.Tensor:

@@ -203,6 +203,19 @@ class LoadMap:
             parts.append(f"{n} converted into {len(out)} (e.g. {out[0]})")
         return "; ".join(parts) or "names as stored"
 
+    def checkpoint_names(self) -> list[str]:
+        """Every checkpoint tensor name this map lands."""
+        return [*self._direct, *self._member]
+
+    def targets(self, name: str) -> dict[str, torch.Tensor]:
+        """The model parameters (name -> tensor) that checkpoint tensor ``name`` is written into."""
+        if name in self._direct:
+            return {self.renamed.get(name, name): self._direct[name]}
+        index = self._member.get(name)
+        if index is None:
+            raise MergeError(f"checkpoint tensor '{name}' is not part of the layout this model was mapped for")
+        return dict(self._groups[index].targets)
+
     # ------------------------------------------------------------------ writing
     def _convert(self, group: _Group, collected: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
         """transformers' own WeightConverter.convert on ``collected`` (source pattern -> tensors in load order)."""

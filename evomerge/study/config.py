@@ -117,6 +117,23 @@ class RunnerConfig(_Strict):
             raise ValueError("the function runner needs 'target: package.module:function'")
         return self
 
+    @model_validator(mode="after")
+    def _split(self) -> RunnerConfig:
+        """gpus_per_worker > 1: one worker's model split over that many whole GPUs (a Ray fraction below 1)."""
+        k = self.gpus_per_worker
+        if k > 1 and k != int(k):
+            raise ValueError(f"gpus_per_worker: {k:g}: above 1 it is the number of GPUs one worker's model is "
+                             "split over, a whole number")
+        if k > 1 and self.type == "local" and self.device != "cuda":
+            raise ValueError(f"gpus_per_worker: {k:g} splits the local worker over cuda:0..{int(k) - 1}; "
+                             f"set device: cuda (not {self.device})")
+        return self
+
+    def worker_devices(self) -> list[str] | None:
+        """The devices one worker is split over (gpus_per_worker > 1: cuda:0..k-1, as Ray numbers an actor's
+        GPUs), or None for a worker on one device."""
+        return [f"cuda:{i}" for i in range(int(self.gpus_per_worker))] if self.gpus_per_worker > 1 else None
+
 
 class BaselineConfig(_Strict):
     """A recipe reported beside the search's result (a source alone, an untuned merge)."""

@@ -116,6 +116,10 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
         if config.sources is not None and config.sources.tokenizer is not None:
             raise ConfigError("sources.tokenizer (sources with different vocabularies) runs on the local runner "
                               "only for now; the Ray runner's shared sources do not carry the merged vocabulary")
+        if rc.gpus_per_worker > 1:  # the actors would use their first GPU only: refused, not half done
+            raise ConfigError(f"runner.gpus_per_worker: {rc.gpus_per_worker:g} (one worker split over several GPUs) "
+                              "runs on the local runner only for now (type: local, device: cuda); the Ray actors "
+                              "do not split their model yet")
 
         return RayRunner.from_config(config, tasks)
     import torch
@@ -128,7 +132,7 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
     return LocalRunner(EvalWorker(config.sources.base, config.sources.models, tasks, device=rc.device,
                                   storage_dtype=dtype, threads=rc.threads, tokenizer=config.sources.tokenizer,
                                   model_dtype=rc.model_dtype, source_memory=rc.source_memory,
-                                  host_memory=rc.host_memory))
+                                  host_memory=rc.host_memory, devices=rc.worker_devices()))
 
 
 def claim_run_dir(config: RunConfig) -> Path:
