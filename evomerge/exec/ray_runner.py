@@ -169,7 +169,9 @@ class RayRunner(Runner):
                  max_worker_failures: int = 3, max_restarts: int = -1, memory_budget_bytes: int | None = None,
                  object_store_memory: int | None = None, log_to_driver: bool = False,
                  startup_timeout_s: float = 600.0, connect_timeout_s: float = 5.0,
-                 stall_timeout_s: float = 900.0, batch_size: int | None = None) -> None:
+                 stall_timeout_s: float = 900.0, batch_size: int | None = None, tokenizer: Any = None) -> None:
+        """``tokenizer``: the sources' TokenizerSpec when their vocabularies differ (``sources.tokenizer``): every
+        worker then holds them, its model and its tokenizer in the merged vocabulary, as the local worker does."""
         if (target is None) == (not models):
             raise ConfigError("the Ray runner needs exactly one of: sources (models) or a function target")
         if workers < 1 or max_worker_failures < 1:
@@ -204,7 +206,7 @@ class RayRunner(Runner):
             check_resources(workers, cpus_per_worker, gpus_per_worker)
             spec = WorkerSpec(base=str(base) if base is not None else None, models=[str(m) for m in models],
                               tasks=list(tasks), target=target, storage_dtype=storage_dtype, model_dtype=model_dtype,
-                              gpus=gpus_per_worker,
+                              gpus=gpus_per_worker, tokenizer=tokenizer,
                               threads=threads or max(1, int(cpus_per_worker)), memory_budget_bytes=memory_budget_bytes)
             if target is None and share_sources and gpus_per_worker == 0:
                 self._shared = self._share_sources(spec)
@@ -233,8 +235,12 @@ class RayRunner(Runner):
             return cls(target=rc.target, **common)
         if config.sources is None:
             raise ConfigError("the Ray runner needs 'sources' (or runner.target for a function)")
-        return cls(base=config.sources.base, models=list(config.sources.models), tasks=list(tasks),
-                   storage_dtype=rc.storage_dtype, model_dtype=rc.model_dtype, **common)
+        from evomerge.vocab.search import worker_sources
+
+        base, models = worker_sources(config)  # across vocabularies: the base only where the candidates use it
+        return cls(base=base, models=models, tasks=list(tasks),
+                   storage_dtype=rc.storage_dtype, model_dtype=rc.model_dtype, tokenizer=config.sources.tokenizer,
+                   **common)
 
     # ---- startup ----------------------------------------------------------------------------------------------
     def _new_actor(self, name: str) -> Any:
@@ -255,7 +261,7 @@ class RayRunner(Runner):
                         sizes.sources_total / 2**30, SHARE_LIMIT * 100, capacity / 2**30)
             return None
         loader = ray.remote(num_cpus=0, max_retries=3, max_calls=1)(load_packed)
-        return [loader.remote(spec.base, list(spec.models), spec.storage_dtype)]
+        return [loader.remote(spec.base, list(spec.models), spec.storage_dtype, spec.tokenizer)]
 
     def _await_startup(self, timeout_s: float) -> None:
         """Wait until every worker has loaded; a worker's own error is raised with its type and message."""
