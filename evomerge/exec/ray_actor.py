@@ -31,6 +31,7 @@ class WorkerSpec:
     gpus: float = 0.0
     threads: int = 1
     memory_budget_bytes: int | None = None  # cap on what the size check may assume is free
+    tokenizer: Any = None  # TokenizerSpec for sources with different vocabularies (held in the merged one)
 
 
 class EvalActor:
@@ -109,7 +110,8 @@ class EvalActor:
             self.shared = views
         self._worker = EvalWorker(spec.base, list(spec.models), list(spec.tasks), device=self.device,
                                   storage_dtype=DTYPES[spec.storage_dtype], name=self.name, threads=spec.threads,
-                                  resident=resident, model_dtype=spec.model_dtype, source_memory=source_memory)
+                                  resident=resident, model_dtype=spec.model_dtype, source_memory=source_memory,
+                                  tokenizer=spec.tokenizer)
         self.resident_bytes = int(self._worker.resident.nbytes)
 
     def info(self) -> dict[str, Any]:

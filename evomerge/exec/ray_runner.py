@@ -35,11 +35,10 @@ its unfinished candidates are re-queued and the driver creates a new actor in
 its slot at once, from the arguments it holds itself: Ray's own actor restart
 is not used (it re-reads constructor arguments from the object store, which may
 have freed them, and a restarted actor was seen not to come back in ~36 s). A
-slot's life is a small state machine on one clock (``time.monotonic``):
-``starting`` → ``idle``/``busy`` → (lost) ``restarting`` → ``idle``/``busy``
-again, or ``dead`` once ``max_restarts`` re-creations are used up (default:
-unlimited) or MAX_FAILED_STARTS re-created actors in a row die or stay silent
-for ``startup_timeout_s``. A failure
+slot's life is a small state machine on one clock (``ray_slots.Slot``: loading
+→ live → waiting → loading again, or dead once ``max_restarts`` re-creations
+are used up (default: unlimited) or MAX_FAILED_STARTS re-created actors in a
+row die or stay silent for ``startup_timeout_s``). A failure
 is charged to a candidate only when it was *alone* on the dead worker; if
 several were there (a batch, or a pipelined mailbox: a result computed just
 before the death can be lost with the process, so the order does not tell who
@@ -49,6 +48,14 @@ candidate goes to a worker it has not failed on when one is alive; after
 ``max_worker_failures`` charged deaths it is recorded failed with every error.
 An exception inside a candidate is a failed result and never touches the pool.
 Each candidate's result is handed out exactly once.
+
+How it is built, for a reader: ``_pump`` is the one loop every public call
+turns. Each turn it (1) acts on the slots whose ``due`` time has passed
+(``_tick``), (2) hands queued candidates to live workers (``_dispatch``), (3)
+waits, at most until the next due time, for one Ray reference (a call's result
+or a loading actor's ``info()``) and (4) handles every reference that is ready
+(``_on_result``, ``_on_probe``, ``_on_worker_lost``). What a worker reserves on
+its node is decided in one place, ``_actor_options``.
 """
 
 from __future__ import annotations
@@ -60,42 +67,23 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 from evomerge import errors
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.exec.base import Candidate, EvalResult, Runner
 from evomerge.exec.ray_actor import EvalActor, WorkerSpec
 from evomerge.exec.ray_setup import check_resources, connect
+from evomerge.exec.ray_slots import MAX_FAILED_STARTS, RESTART_BACKOFF_S, Slot, WorkerState, WorkerStatus
+
+__all__ = ["MAX_FAILED_STARTS", "RESTART_BACKOFF_S", "RayRunner", "WorkerState", "WorkerStatus"]
 
 log = logging.getLogger(__name__)
 
-WorkerStatus = Literal["starting", "idle", "busy", "restarting", "dead"]
 SHARE_LIMIT = 0.8  # share sources through the object store only when they take at most this share of it
-MAX_FAILED_STARTS = 5  # re-created actors in a row that die or stay silent before a slot is given up
-RESTART_BACKOFF_S = (0.25, 5.0)  # wait before re-creating after a failed start: doubling from the first, capped
 BATCH_SECONDS = 0.2  # with adaptive batching, an actor call carries about this much work...
 MAX_BATCH = 128  # ...but never more candidates than this
-
-
-@dataclass
-class WorkerState:
-    """One slot as a progress display sees it."""
-
-    name: str
-    status: WorkerStatus
-    candidate: str | None = None  # key of the candidate it is running
-    queued: int = 0  # further candidates waiting in its mailbox
-    node_id: str | None = None
-    node_ip: str | None = None
-    pid: int | None = None
-    restarts: int = 0
-    evaluated: int = 0
-    memory: dict[str, int] = field(default_factory=dict)  # rss/uss/pss bytes at the last report
-    resident_bytes: int = 0
-    shared_sources: bool = False
-    last_error: str | None = None
 
 
 @dataclass(eq=False)  # identity: tickets hold numpy genomes
@@ -115,30 +103,12 @@ class _Ticket:
         return self.solo or bool(self.failed_on)
 
 
-class _Slot:
-    """A worker actor and what the runner knows of it.
+@dataclass(eq=False)
+class _Call:
+    """One actor call in flight: its candidates, in order, and the slot it was sent to."""
 
-    While ``restarting``: with ``probe`` set, a new actor is starting (its info() answers once it has loaded,
-    ``probe_deadline`` bounds the wait); without, the next actor is created at ``create_at``.
-    """
-
-    def __init__(self, name: str, actor: Any) -> None:
-        self.actor = actor
-        self.state = WorkerState(name=name, status="starting")
-        self.running: deque[Any] = deque()  # calls dispatched to it, in order: the head is executing
-        self.probe: Any = None
-        self.probe_deadline = math.inf
-        self.create_at = 0.0
-        self.created = 0  # actors the driver re-created in this slot
-        self.failed_starts = 0  # re-created actors in a row that died or stayed silent while starting
-
-    @property
-    def name(self) -> str:
-        return self.state.name
-
-    @property
-    def live(self) -> bool:
-        return self.state.status in ("idle", "busy")
+    tickets: list[_Ticket]
+    slot: Slot
 
 
 def _ray_errors() -> tuple[tuple[type[BaseException], ...], type[BaseException]]:
@@ -151,11 +121,17 @@ def _ray_errors() -> tuple[tuple[type[BaseException], ...], type[BaseException]]
 
 
 def _startup_error(name: str, info: dict[str, Any]) -> EvomergeError:
+    """A worker's own start-up error (kept by the actor), raised here with its type and message."""
     kind, message = info["error"]
     cls = getattr(errors, kind, EvomergeError)
     if not (isinstance(cls, type) and issubclass(cls, EvomergeError)):
         cls = EvomergeError
     return cls(f"Ray worker {name} on {info.get('node_ip')}: {message}")
+
+
+def _as_list(out: Any) -> list[EvalResult]:
+    """An actor call's return: ``evaluate_many`` gives a list, ``evaluate`` one result."""
+    return out if isinstance(out, list) else [out]
 
 
 class RayRunner(Runner):
@@ -169,28 +145,32 @@ class RayRunner(Runner):
                  max_worker_failures: int = 3, max_restarts: int = -1, memory_budget_bytes: int | None = None,
                  object_store_memory: int | None = None, log_to_driver: bool = False,
                  startup_timeout_s: float = 600.0, connect_timeout_s: float = 5.0,
-                 stall_timeout_s: float = 900.0, batch_size: int | None = None) -> None:
+                 stall_timeout_s: float = 900.0, batch_size: int | None = None, tokenizer: Any = None) -> None:
+        """``tokenizer``: the sources' TokenizerSpec when their vocabularies differ (``sources.tokenizer``): every
+        worker then holds them, its model and its tokenizer in the merged vocabulary, as the local worker does."""
         if (target is None) == (not models):
             raise ConfigError("the Ray runner needs exactly one of: sources (models) or a function target")
         if workers < 1 or max_worker_failures < 1:
             raise ConfigError("runner.workers and max_worker_failures must be at least 1")
         self.workers = workers
+        self.cpus_per_worker = cpus_per_worker
+        self.gpus_per_worker = gpus_per_worker
         self.max_in_flight = max_in_flight or 2 * workers
         self.max_worker_failures = max_worker_failures
         self.max_restarts = max_restarts
         self.startup_timeout_s = startup_timeout_s
         self.stall_timeout_s = stall_timeout_s
-        self._actor_cls: Any = None
-        self._depth = max(1, math.ceil(self.max_in_flight / workers))
-        self._slots: list[_Slot] = []
-        self._queue: deque[_Ticket] = deque()
-        self._refs: dict[Any, tuple[list[_Ticket], _Slot]] = {}  # call → its candidates and worker
         self.batch_size = batch_size
+        self._depth = max(1, math.ceil(self.max_in_flight / workers))  # calls a worker's mailbox may hold
+        self._slots: list[Slot] = []
+        self._queue: deque[_Ticket] = deque()
+        self._calls: dict[Any, _Call] = {}  # ObjectRef of an actor call -> what it carries
         self._eval_seconds: float | None = None  # running mean of merge + fitness per candidate
         self._open: dict[int, _Ticket] = {}
         self._done: dict[int, EvalResult] = {}
         self._stream_ids: set[int] = set()  # submitted through submit() and not yet returned by poll()
         self._ids = itertools.count()
+        self._actor_cls: Any = None
         self._shared: list | None = None
         self._spec: list | None = None
         self._closed = False
@@ -199,23 +179,11 @@ class RayRunner(Runner):
                                     object_store_memory=object_store_memory, log_to_driver=log_to_driver,
                                     connect_timeout_s=connect_timeout_s)
         try:
-            import ray
-
-            check_resources(workers, cpus_per_worker, gpus_per_worker)
             spec = WorkerSpec(base=str(base) if base is not None else None, models=[str(m) for m in models],
                               tasks=list(tasks), target=target, storage_dtype=storage_dtype, model_dtype=model_dtype,
-                              gpus=gpus_per_worker,
+                              gpus=gpus_per_worker, tokenizer=tokenizer,
                               threads=threads or max(1, int(cpus_per_worker)), memory_budget_bytes=memory_budget_bytes)
-            if target is None and share_sources and gpus_per_worker == 0:
-                self._shared = self._share_sources(spec)
-            # max_restarts=0: a lost worker is re-created by us (_restart), not restarted by Ray
-            self._actor_cls = ray.remote(EvalActor).options(
-                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0, max_task_retries=0,
-                scheduling_strategy="SPREAD")
-            # held by us for the runner's life, and handed to every actor we create (ray-project/ray#53727)
-            self._spec = [ray.put(spec)]
-            self._slots = [_Slot(f"ray-{i}", self._new_actor(f"ray-{i}")) for i in range(workers)]
-            self._await_startup(startup_timeout_s)
+            self._start_pool(spec, share=target is None and share_sources and gpus_per_worker == 0)
         except BaseException:
             self.close()
             raise
@@ -233,10 +201,38 @@ class RayRunner(Runner):
             return cls(target=rc.target, **common)
         if config.sources is None:
             raise ConfigError("the Ray runner needs 'sources' (or runner.target for a function)")
-        return cls(base=config.sources.base, models=list(config.sources.models), tasks=list(tasks),
-                   storage_dtype=rc.storage_dtype, model_dtype=rc.model_dtype, **common)
+        from evomerge.vocab.search import worker_sources
+
+        base, models = worker_sources(config)  # across vocabularies: the base only where the candidates use it
+        return cls(base=base, models=models, tasks=list(tasks),
+                   storage_dtype=rc.storage_dtype, model_dtype=rc.model_dtype, tokenizer=config.sources.tokenizer,
+                   **common)
 
     # ---- startup ----------------------------------------------------------------------------------------------
+    def _actor_options(self) -> dict[str, Any]:
+        """What Ray reserves for each worker actor: the one place a worker's resource request is decided.
+
+        ``max_restarts=0``: a lost worker is re-created by this driver (``_recreate``), not restarted by Ray.
+        """
+        return {"num_cpus": self.cpus_per_worker, "num_gpus": self.gpus_per_worker, "max_restarts": 0,
+                "max_task_retries": 0, "scheduling_strategy": "SPREAD"}
+
+    def _start_pool(self, spec: WorkerSpec, *, share: bool) -> None:
+        """Check the cluster can place the pool, share the sources, create every actor and wait until all loaded."""
+        import ray
+
+        check_resources(self.workers, self.cpus_per_worker, self.gpus_per_worker)
+        if share:
+            self._shared = self._share_sources(spec)
+        self._actor_cls = ray.remote(EvalActor).options(**self._actor_options())
+        # held by us for the runner's life, and handed to every actor we create (ray-project/ray#53727)
+        self._spec = [ray.put(spec)]
+        now = time.monotonic()
+        for i in range(self.workers):
+            actor = self._new_actor(f"ray-{i}")
+            self._slots.append(Slot(f"ray-{i}", actor, actor.info.remote(), now, self.startup_timeout_s))
+        self._await_startup()
+
     def _new_actor(self, name: str) -> Any:
         return self._actor_cls.remote(self._spec, name, self._shared)
 
@@ -255,21 +251,22 @@ class RayRunner(Runner):
                         sizes.sources_total / 2**30, SHARE_LIMIT * 100, capacity / 2**30)
             return None
         loader = ray.remote(num_cpus=0, max_retries=3, max_calls=1)(load_packed)
-        return [loader.remote(spec.base, list(spec.models), spec.storage_dtype)]
+        return [loader.remote(spec.base, list(spec.models), spec.storage_dtype, spec.tokenizer)]
 
-    def _await_startup(self, timeout_s: float) -> None:
+    def _await_startup(self) -> None:
         """Wait until every worker has loaded; a worker's own error is raised with its type and message."""
         import ray
 
         lost, _ = _ray_errors()
-        probes = {slot.actor.info.remote(): slot for slot in self._slots}
-        deadline = time.monotonic() + timeout_s
+        probes = {slot.probe: slot for slot in self._slots}
+        deadline = max(slot.due for slot in self._slots)
         while probes:
             ready, _ = ray.wait(list(probes), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
                 names = ", ".join(s.name for s in probes.values())
-                raise ConfigError(f"Ray worker(s) {names} did not start within {timeout_s:g} s; the cluster has "
-                                  f"{ray.available_resources()} free. Are the requested CPUs/GPUs on one node?")
+                raise ConfigError(f"Ray worker(s) {names} did not start within {self.startup_timeout_s:g} s; the "
+                                  f"cluster has {ray.available_resources()} free. Are the requested CPUs/GPUs on "
+                                  "one node?")
             for ref in ready:
                 slot = probes.pop(ref)
                 try:
@@ -278,16 +275,7 @@ class RayRunner(Runner):
                     raise EvomergeError(f"Ray worker {slot.name} failed to start: {exc}") from None
                 if info["error"] is not None:
                     raise _startup_error(slot.name, info)
-                self._mark_alive(slot, info)
-
-    def _mark_alive(self, slot: _Slot, info: dict[str, Any]) -> None:
-        st = slot.state
-        if st.status == "restarting":
-            st.restarts += 1
-        st.status = "busy" if slot.running else "idle"
-        st.node_id, st.node_ip, st.pid = info["node_id"], info["node_ip"], info["pid"]
-        st.memory, st.resident_bytes, st.shared_sources = info["memory"], info["resident_bytes"], info["shared_sources"]
-        slot.probe, slot.probe_deadline, slot.failed_starts = None, math.inf, 0
+                slot.loaded(info)
         self._last_alive = time.monotonic()
 
     # ---- streaming interface ----------------------------------------------------------------------------------
@@ -347,18 +335,18 @@ class RayRunner(Runner):
         """A snapshot per worker: idle/busy/restarting/dead/starting, current candidate, node, pid, memory."""
         out = []
         for slot in self._slots:
-            st = replace(slot.state, memory=dict(slot.state.memory))
+            st = slot.snapshot()
             if slot.running:
-                calls = [self._refs[ref][0] for ref in slot.running]
+                calls = [self._calls[ref].tickets for ref in slot.running]
                 st.candidate = calls[0][0].candidate.key
                 st.queued = sum(len(c) for c in calls) - 1
             out.append(st)
         return out
 
     def wait_ready(self, timeout_s: float = 60.0) -> bool:
-        """Wait until no worker is restarting (dead ones aside); False if some still are after ``timeout_s``."""
+        """Wait until no worker is loading or waiting to be re-created (dead ones aside); False on timeout."""
         deadline = time.monotonic() + timeout_s
-        while any(s.state.status in ("restarting", "starting") for s in self._slots):
+        while any(s.coming for s in self._slots):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -375,7 +363,7 @@ class RayRunner(Runner):
             slot.state.memory = info["memory"]
         return self.worker_states()
 
-    # ---- the engine -------------------------------------------------------------------------------------------
+    # ---- the queue --------------------------------------------------------------------------------------------
     def _enqueue(self, candidates: Sequence[Candidate], *, stream: bool) -> list[int]:
         if self._closed:
             raise EvomergeError("this RayRunner is closed")
@@ -389,6 +377,7 @@ class RayRunner(Runner):
         return ids
 
     def _abandon(self, ticket_id: int) -> None:
+        """Forget a candidate nobody waits for: out of the queue now, its result dropped if it still comes."""
         ticket = self._open.pop(ticket_id, None)
         if ticket is not None:
             ticket.abandoned = True
@@ -396,83 +385,89 @@ class RayRunner(Runner):
                 self._queue.remove(ticket)
         self._done.pop(ticket_id, None)
 
+    def _finish(self, ticket: _Ticket, result: EvalResult) -> None:
+        """Hand a result out once, with the worker losses it went through."""
+        if ticket.abandoned or ticket.id not in self._open:
+            return
+        del self._open[ticket.id]
+        if ticket.failures:
+            result.details["worker_failures"] = list(ticket.failures)
+        if ticket.requeued:
+            result.details["requeued_after"] = list(ticket.requeued)
+        result.details.setdefault("attempts", len(ticket.failures) + len(ticket.requeued) + 1)
+        self._done[ticket.id] = result
+
+    # ---- dispatch ---------------------------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        """Hand queued candidates to the least loaded live workers, up to max_in_flight in all."""
+        """Hand queued candidates to live workers, up to max_in_flight calls in all; the rest stay queued, in order."""
         live = [s for s in self._slots if s.live]
         if not live:
             return
         kept: deque[_Ticket] = deque()
-        while self._queue and len(self._refs) < self.max_in_flight:
+        while self._queue and len(self._calls) < self.max_in_flight:
             ticket = self._queue.popleft()
-            fresh = [s for s in live if s.name not in ticket.failed_on]
-            # a worker it has not failed on, whenever one is alive or coming back (a death is charged to the
-            # candidate only once it killed two different workers); the ones it killed only when none is left
-            coming = any(s.name not in ticket.failed_on and s.state.status in ("starting", "restarting")
-                         for s in self._slots)
-            pool = fresh or ([] if coming else live)
-            room = [s for s in pool if self._has_room(s, ticket.alone)]
-            if not room:
+            slot = self._slot_for(ticket, live)
+            if slot is None:
                 kept.append(ticket)
                 if not any(self._has_room(s, False) for s in live):
                     break
                 continue
-            slot = min(room, key=lambda s: len(s.running))
-            call = [ticket]
-            if not ticket.alone:  # fill a batch with fresh candidates
-                share = math.ceil((len(self._queue) + 1) / len(live))  # leave work for the other workers
-                size = min(self._batch(), share)
-                while len(call) < size and self._queue and not self._queue[0].alone:
-                    call.append(self._queue.popleft())
-            if len(call) == 1:
-                ref = slot.actor.evaluate.remote(ticket.candidate)
-            else:
-                ref = slot.actor.evaluate_many.remote([t.candidate for t in call])
-            slot.running.append(ref)
-            slot.state.status = "busy"
-            self._refs[ref] = (call, slot)
+            self._send(slot, self._fill_call(ticket, len(live)))
         self._queue.extendleft(reversed(kept))
 
-    def _has_room(self, slot: _Slot, alone: bool) -> bool:
+    def _slot_for(self, ticket: _Ticket, live: list[Slot]) -> Slot | None:
+        """The least loaded live worker with room that ``ticket`` may go to, or None for now.
+
+        A worker it has not failed on, whenever one is alive or coming back (a death is charged to the
+        candidate only once it killed two different workers); the ones it killed only when none is left.
+        """
+        fresh = [s for s in live if s.name not in ticket.failed_on]
+        coming = any(s.coming and s.name not in ticket.failed_on for s in self._slots)
+        pool = fresh or ([] if coming else live)
+        room = [s for s in pool if self._has_room(s, ticket.alone)]
+        return min(room, key=lambda s: len(s.running)) if room else None
+
+    def _has_room(self, slot: Slot, alone: bool) -> bool:
         """A lone ticket needs an empty mailbox; nothing is queued behind a lone ticket."""
         if alone:
             return not slot.running
-        return len(slot.running) < self._depth and not any(self._refs[r][0][0].alone for r in slot.running)
+        return len(slot.running) < self._depth and not any(self._calls[r].tickets[0].alone for r in slot.running)
 
+    def _fill_call(self, ticket: _Ticket, live: int) -> list[_Ticket]:
+        """``ticket`` and, unless it must run alone, the next fresh ones: a batch, leaving work for other workers."""
+        call = [ticket]
+        if ticket.alone:
+            return call
+        share = math.ceil((len(self._queue) + 1) / live)
+        size = min(self._batch(), share)
+        while len(call) < size and self._queue and not self._queue[0].alone:
+            call.append(self._queue.popleft())
+        return call
+
+    def _send(self, slot: Slot, call: list[_Ticket]) -> None:
+        """One actor call: ``evaluate`` for one candidate, ``evaluate_many`` for a batch."""
+        if len(call) == 1:
+            ref = slot.actor.evaluate.remote(call[0].candidate)
+        else:
+            ref = slot.actor.evaluate_many.remote([t.candidate for t in call])
+        slot.running.append(ref)
+        self._calls[ref] = _Call(call, slot)
+
+    # ---- the engine -------------------------------------------------------------------------------------------
     def _pump(self, timeout: float | None) -> None:
-        """Dispatch, wait (at most ``timeout`` s) for a result or a restarted worker, process all that are ready."""
+        """One turn: act on what is due, dispatch, wait (at most ``timeout`` s) for a reference, handle all ready."""
         import ray
 
-        self._dispatch()
         now = time.monotonic()
-        for slot in self._slots:
-            if slot.state.status != "restarting":
-                continue
-            if slot.probe is None and now >= slot.create_at:
-                self._restart(slot, now)
-            elif slot.probe is not None and now >= slot.probe_deadline:
-                self._start_failed(slot, now, f"no answer within startup_timeout_s={self.startup_timeout_s:g} s")
+        self._tick(now)
+        self._dispatch()
         probes = {s.probe: s for s in self._slots if s.probe is not None}
-        waitables = list(self._refs) + list(probes)
-        if any(s.live for s in self._slots):
-            self._last_alive = now
-        elif now - self._last_alive > self.stall_timeout_s:
-            states = "; ".join(f"{s.name}: {s.state.status} ({s.state.last_error})" for s in self._slots)
-            raise EvomergeError(f"no Ray worker has been alive for {self.stall_timeout_s:g} s; the search cannot go "
-                                f"on. Workers: {states}. Free cluster resources: {ray.available_resources()}")
-        # the next moment something is due without any result: a re-creation, a start timing out, the stall check
-        timers = [s.create_at if s.probe is None else s.probe_deadline
-                  for s in self._slots if s.state.status == "restarting"]
-        if not any(s.live for s in self._slots):
-            timers.append(now + 5.0)
-        wait_for = min([*timers, math.inf]) - now
-        if timeout is not None:
-            wait_for = min(wait_for, timeout)
-        wait_for = max(0.0, wait_for)
+        waitables = [*self._calls, *probes]
+        wait_for = max(0.0, min(self._next_due(), now + (math.inf if timeout is None else timeout)) - now)
         if not waitables:
-            if any(s.state.status == "restarting" for s in self._slots):
+            if any(s.phase == "waiting" for s in self._slots):
                 time.sleep(wait_for)
-                return
-            if self._queue:
+            elif self._queue:
                 raise EvomergeError("every Ray worker is dead: " + "; ".join(
                     f"{s.name}: {s.state.last_error}" for s in self._slots))
             return
@@ -483,140 +478,141 @@ class RayRunner(Runner):
         for ref in ready:
             if ref in probes:
                 self._on_probe(probes[ref], ref)
-            elif ref in self._refs:  # not yet forgotten by a worker loss handled earlier in this loop
+            elif ref in self._calls:  # not yet forgotten by a worker loss handled earlier in this loop
                 self._on_result(ref)
         self._dispatch()
 
-    def _restart(self, slot: _Slot, now: float) -> None:
+    def _tick(self, now: float) -> None:
+        """Slots whose due time has passed: re-create a waiting one, fail a silent start; then the stall check."""
+        for slot in self._slots:
+            if slot.due > now:
+                continue
+            if slot.phase == "waiting":
+                self._recreate(slot, now)
+            elif slot.phase == "loading":
+                slot.start_failed(f"no answer within startup_timeout_s={self.startup_timeout_s:g} s", now)
+        if any(s.live for s in self._slots):
+            self._last_alive = now
+        elif now - self._last_alive > self.stall_timeout_s:
+            import ray
+
+            states = "; ".join(f"{s.name}: {s.status} ({s.state.last_error})" for s in self._slots)
+            raise EvomergeError(f"no Ray worker has been alive for {self.stall_timeout_s:g} s; the search cannot go "
+                                f"on. Workers: {states}. Free cluster resources: {ray.available_resources()}")
+
+    def _next_due(self) -> float:
+        """The next moment something happens without any reference being ready: a slot's due time, the stall."""
+        due = min((s.due for s in self._slots), default=math.inf)
+        if not any(s.live for s in self._slots):
+            due = min(due, self._last_alive + self.stall_timeout_s + 1e-3)
+        return due
+
+    def _recreate(self, slot: Slot, now: float) -> None:
         """Replace a lost worker's actor by a new one made here, from the arguments this driver holds."""
         import ray
 
         with contextlib.suppress(Exception):  # gone already; no_restart: Ray must not bring the old one back
             ray.kill(slot.actor, no_restart=True)
         if 0 <= self.max_restarts <= slot.created:
-            slot.state.status = "dead"
-            log.warning("Ray worker %s is dead for good: its %d restart(s) are used up (%s)", slot.name,
-                        self.max_restarts, slot.state.last_error)
+            slot.give_up(f"its {self.max_restarts} restart(s) are used up ({slot.state.last_error})")
             return
-        slot.created += 1
-        slot.actor = self._new_actor(slot.name)
-        slot.probe = slot.actor.info.remote()
-        slot.probe_deadline = now + self.startup_timeout_s
+        actor = self._new_actor(slot.name)
+        slot.recreated(actor, actor.info.remote(), now, self.startup_timeout_s)
 
-    def _start_failed(self, slot: _Slot, now: float, why: str) -> None:
-        """A re-created actor died or stayed silent while starting: try again after a backoff, or give the slot up."""
-        slot.probe, slot.probe_deadline = None, math.inf
-        slot.failed_starts += 1
-        slot.state.last_error = f"restart {slot.created} failed: {why}"
-        if slot.failed_starts >= MAX_FAILED_STARTS:
-            slot.state.status = "dead"
-            log.warning("Ray worker %s is dead for good: %d restarts in a row failed; last: %s", slot.name,
-                        slot.failed_starts, why)
-            return
-        first, cap = RESTART_BACKOFF_S
-        slot.create_at = now + min(cap, first * 2 ** (slot.failed_starts - 1))
-
-    def _on_probe(self, slot: _Slot, ref: Any) -> None:
+    def _on_probe(self, slot: Slot, ref: Any) -> None:
+        """A loading actor's ``info()`` is ready: it is live, failed to start, or came up unable to work."""
         import ray
 
         lost, task_error = _ray_errors()
         try:
             info = ray.get(ref)
         except (*lost, task_error) as exc:
-            self._start_failed(slot, time.monotonic(), f"{type(exc).__name__}: {exc}")
+            slot.start_failed(f"{type(exc).__name__}: {exc}", time.monotonic())
             return
         if info["error"] is not None:  # it restarted somewhere it cannot work (e.g. too little memory)
-            slot.probe = None
-            slot.state.status = "dead"
-            slot.state.last_error = str(_startup_error(slot.name, info))
-            log.warning("%s", slot.state.last_error)
+            error = str(_startup_error(slot.name, info))
+            slot.give_up(error, error=error)
             return
-        self._mark_alive(slot, info)
+        slot.loaded(info)
+        self._last_alive = time.monotonic()
 
     def _on_result(self, ref: Any) -> None:
+        """An actor call is ready: its results, or the news that its worker is gone."""
         import ray
 
         lost, task_error = _ray_errors()
-        call, slot = self._refs[ref]
+        call = self._calls[ref]
         try:
             out = ray.get(ref)
         except lost as exc:
-            self._on_worker_lost(slot, exc)
+            self._on_worker_lost(call.slot, exc)
             return
         except task_error as exc:  # raised outside the worker's own try (e.g. unpicklable candidate)
-            out = [EvalResult(key=t.candidate.key, status="failed", worker=slot.name,
-                              error=f"{type(exc).__name__}: {exc}") for t in call]
-        del self._refs[ref]
-        slot.running.remove(ref)
-        self._record(slot, call, out if isinstance(out, list) else [out])
+            out = [EvalResult(key=t.candidate.key, status="failed", worker=call.slot.name,
+                              error=f"{type(exc).__name__}: {exc}") for t in call.tickets]
+        del self._calls[ref]
+        call.slot.running.remove(ref)
+        self._record(call, _as_list(out))
 
-    def _record(self, slot: _Slot, call: list[_Ticket], results: list[EvalResult]) -> None:
-        """A finished call: its results out, the timing mean updated, the worker idle if nothing follows."""
-        slot.state.evaluated += len(results)
-        if slot.live:
-            slot.state.status = "busy" if slot.running else "idle"
-        for ticket, result in zip(call, results, strict=True):
+    def _record(self, call: _Call, results: list[EvalResult]) -> None:
+        """A finished call: its results out, the timing mean updated."""
+        call.slot.state.evaluated += len(results)
+        for ticket, result in zip(call.tickets, results, strict=True):
             seconds = result.merge_seconds + result.fitness_seconds
             if result.ok and seconds > 0:
                 mean = self._eval_seconds
                 self._eval_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
             self._finish(ticket, result)
 
-    def _on_worker_lost(self, slot: _Slot, exc: BaseException) -> None:
-        """Keep finished results, charge a candidate that was alone there, re-queue the rest, await the restart."""
-        import ray
-
+    # ---- a lost worker ----------------------------------------------------------------------------------------
+    def _on_worker_lost(self, slot: Slot, exc: BaseException) -> None:
+        """Keep finished results, charge a candidate that was alone there, re-queue the rest, re-create it."""
         error = f"worker {slot.name} (pid {slot.state.pid}, node {slot.state.node_ip} {slot.state.node_id}) was " \
                 f"lost while evaluating this candidate: {type(exc).__name__}: {exc}"
-        unfinished: list[_Ticket] = []
-        for ref in list(slot.running):
-            call, _ = self._refs.pop(ref)
-            done, _ = ray.wait([ref], timeout=0)
-            if done:  # a call that finished before the loss is a result
-                try:
-                    out = ray.get(ref)
-                except Exception:
-                    out = None
-                if out is not None:
-                    self._record(slot, call, out if isinstance(out, list) else [out])
-                    continue
-            unfinished += call
-        slot.running.clear()
-        requeue: list[_Ticket] = []
+        unfinished = self._salvage(slot)
         if len(unfinished) == 1:  # it was alone there: the death is its own
-            ticket = unfinished[0]
-            ticket.failures.append(error)
-            ticket.failed_on.add(slot.name)
-            if len(ticket.failures) >= self.max_worker_failures:
-                self._finish(ticket, EvalResult(
-                    key=ticket.candidate.key, status="failed", worker=slot.name,
-                    error=f"{len(ticket.failures)} workers were lost while evaluating this candidate:\n\n"
-                          + "\n\n".join(ticket.failures),
-                    details={"attempts": len(ticket.failures) + len(ticket.requeued)}))
-            elif not ticket.abandoned:
-                requeue.append(ticket)
+            requeue = self._charge(unfinished[0], slot, error)
         else:  # who was running is unknown: nobody is charged, each runs alone from now on
             for ticket in unfinished:
                 ticket.solo = True
                 ticket.requeued.append(error.replace("this candidate", f"this and {len(unfinished) - 1} other(s)"))
             requeue = [t for t in unfinished if not t.abandoned]
         self._queue.extendleft(reversed(requeue))
-        slot.state.status = "restarting"
-        slot.state.last_error = f"{type(exc).__name__}: {exc}"
-        slot.create_at = time.monotonic()  # re-created on the next pump, without waiting for Ray
+        slot.lost(f"{type(exc).__name__}: {exc}", time.monotonic())
         log.warning("Ray worker %s lost (%s); %d candidate(s) re-queued; re-creating it", slot.name,
                     type(exc).__name__, len(requeue))
 
-    def _finish(self, ticket: _Ticket, result: EvalResult) -> None:
-        if ticket.abandoned or ticket.id not in self._open:
-            return
-        del self._open[ticket.id]
-        if ticket.failures:
-            result.details["worker_failures"] = list(ticket.failures)
-        if ticket.requeued:
-            result.details["requeued_after"] = list(ticket.requeued)
-        result.details.setdefault("attempts", len(ticket.failures) + len(ticket.requeued) + 1)
-        self._done[ticket.id] = result
+    def _salvage(self, slot: Slot) -> list[_Ticket]:
+        """Record the calls a lost worker finished before it died; the candidates of the others, in order."""
+        import ray
+
+        unfinished: list[_Ticket] = []
+        for ref in list(slot.running):
+            call = self._calls.pop(ref)
+            done, _ = ray.wait([ref], timeout=0)
+            out = None
+            if done:  # a call that finished before the loss is a result
+                with contextlib.suppress(Exception):
+                    out = ray.get(ref)
+            if out is not None:
+                self._record(call, _as_list(out))
+            else:
+                unfinished += call.tickets
+        slot.running.clear()
+        return unfinished
+
+    def _charge(self, ticket: _Ticket, slot: Slot, error: str) -> list[_Ticket]:
+        """A death charged to the candidate alone on the worker: failed after ``max_worker_failures``, else retried."""
+        ticket.failures.append(error)
+        ticket.failed_on.add(slot.name)
+        if len(ticket.failures) >= self.max_worker_failures:
+            self._finish(ticket, EvalResult(
+                key=ticket.candidate.key, status="failed", worker=slot.name,
+                error=f"{len(ticket.failures)} workers were lost while evaluating this candidate:\n\n"
+                      + "\n\n".join(ticket.failures),
+                details={"attempts": len(ticket.failures) + len(ticket.requeued)}))
+            return []
+        return [] if ticket.abandoned else [ticket]
 
     # ---- shutdown ---------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -630,7 +626,7 @@ class RayRunner(Runner):
             for slot in self._slots:
                 with contextlib.suppress(Exception):  # already gone
                     ray.kill(slot.actor, no_restart=True)
-            self._slots, self._refs, self._shared, self._spec = [], {}, None, None
+            self._slots, self._calls, self._shared, self._spec = [], {}, None, None
             if self._started_ray and ray.is_initialized():
                 ray.shutdown()
         except ImportError:

@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from evomerge.errors import CheckpointError
+from evomerge.errors import CheckpointError, ConfigError
 from evomerge.io.checkpoint import Checkpoint
 from evomerge.io.mapped import MappedFiles
 from evomerge.materialize.execute import BufferPool
 from evomerge.materialize.inplace import ResidentSources
 from evomerge.materialize.plan import model_key
+from evomerge.recipe.tokenizer import TokenizerSpec
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 GIB = 2**30
@@ -161,19 +162,32 @@ def _from_numpy(a: np.ndarray, dtype: torch.dtype, device: torch.device) -> torc
 
 
 def pack(resident: ResidentSources) -> dict[str, Any]:
-    """Plain data (numpy arrays) that ``unpack`` turns back into the same ResidentSources."""
+    """Plain data (numpy arrays) that ``unpack`` turns back into the same ResidentSources.
+
+    Sources merged across vocabularies travel with their tokenizer settings and the merged vocabulary's
+    fingerprint: the vocabulary tensors are already laid out in it, and ``unpack`` rebuilds the vocabulary
+    itself (tokenizer, row maps) from the tokenizer files, refusing one that came out otherwise.
+    """
+    vocabulary = resident.vocabulary
     return {
         "base_model": resident.base_model,
         "storage_dtype": str(resident.storage_dtype).removeprefix("torch."),
         "base": {n: _to_numpy(t) for n, t in resident._base.items()},
         "tensors": {m: {n: _to_numpy(t) for n, t in store.items()} for m, store in resident._tensors.items()},
         "nbytes": resident.nbytes,
+        "tokenizer": vocabulary.spec.model_dump_json() if vocabulary is not None else None,
+        "vocabulary": vocabulary.fingerprint if vocabulary is not None else None,
     }
 
 
-def load_packed(base: str | None, models: Sequence[str], storage_dtype: str = "float32") -> dict[str, Any]:
-    """Read the sources once (on the CPU) and pack them; run as a Ray task whose result the actors share."""
-    resident = ResidentSources.from_paths(list(models), base, device="cpu", storage_dtype=DTYPES[storage_dtype])
+def load_packed(base: str | None, models: Sequence[str], storage_dtype: str = "float32",
+                tokenizer: TokenizerSpec | None = None) -> dict[str, Any]:
+    """Read the sources once (on the CPU) and pack them; run as a Ray task whose result the actors share.
+
+    ``tokenizer``: the sources' tokenizer settings when their vocabularies differ (``sources.tokenizer``).
+    """
+    resident = ResidentSources.from_paths(list(models), base, device="cpu", storage_dtype=DTYPES[storage_dtype],
+                                          tokenizer=tokenizer)
     return pack(resident)
 
 
@@ -181,7 +195,8 @@ def unpack(state: Mapping[str, Any], paths: Mapping[str, str], device: str | tor
     """A ResidentSources over the packed arrays: zero-copy views on the CPU, copies on a GPU.
 
     Built without re-reading any tensor: only the checkpoint headers are opened
-    (the merge plan needs names and shapes).
+    (the merge plan needs names and shapes), and, for sources merged across
+    vocabularies, the tokenizer files.
     """
     device = torch.device(device)
     dtype = DTYPES[state["storage_dtype"]]
@@ -190,11 +205,15 @@ def unpack(state: Mapping[str, Any], paths: Mapping[str, str], device: str | tor
     resident.storage_dtype = dtype
     resident.base_model = state["base_model"]
     resident.checkpoints = {key: Checkpoint.open(Path(p)) for key, p in paths.items()}
+    if state.get("tokenizer") is not None:
+        _unpack_vocabulary(resident, state)
     resident._base = {n: _from_numpy(a, dtype, device) for n, a in state["base"].items()}
     resident._tensors = {m: {n: _from_numpy(a, dtype, device) for n, a in store.items()}
                          for m, store in state["tensors"].items()}
     resident.nbytes = int(state["nbytes"])
-    resident.tiers = {(key, n): "device" for key in resident.checkpoints for n in resident.checkpoints[key].names}
+    # vocabulary tensors have no tier, as in ResidentSources itself (no magnitude order is kept for them)
+    resident.tiers = {(key, n): "device" for key in resident.checkpoints for n in resident.checkpoints[key].names
+                      if n not in resident._layouts}
     resident.streamed = False
     resident._copy_streams = {}
     resident._device_used = [resident.nbytes]
@@ -204,6 +223,17 @@ def unpack(state: Mapping[str, Any], paths: Mapping[str, str], device: str | tor
     resident.order_bytes = 0
     resident._budget = None
     return resident
+
+
+def _unpack_vocabulary(resident: ResidentSources, state: Mapping[str, Any]) -> None:
+    """The merged vocabulary and row layouts of packed sources, rebuilt here from tokenizer files and headers."""
+    spec = TokenizerSpec.model_validate_json(state["tokenizer"])
+    resident.vocabulary, resident._layouts = resident._vocabulary_layouts(spec)
+    if resident.vocabulary.fingerprint != state["vocabulary"]:
+        folders = ", ".join(sorted(str(c.path) for c in resident.checkpoints.values()))
+        raise ConfigError(f"the merged vocabulary built here from the tokenizer files of {folders} differs from the "
+                          "one the shared sources were laid out in: the tokenizer files differ between this "
+                          "node and the node that read the sources")
 
 
 def process_memory(pid: int | None = None) -> dict[str, int]:

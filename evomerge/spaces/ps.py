@@ -84,7 +84,7 @@ class PSSpace(SearchSpace):
             raise ConfigError("sources.models: list at least one model to merge (besides the base)")
         for m in self.methods:
             try:
-                m.check_sources(self._n_sources(m), self._uses_base(m), where=f"method '{m.name}'")
+                m.check_sources(self._n_sources(m), self.uses_base(m), where=f"method '{m.name}'")
             except MergeError as exc:
                 raise ConfigError(f"method: {exc}") from None
         self.searched = self._searched_params()
@@ -104,11 +104,12 @@ class PSSpace(SearchSpace):
         self._build_box()
 
     # ---- construction ------------------------------------------------------------------------
-    def _uses_base(self, m: MergeMethod) -> bool:
+    def uses_base(self, m: MergeMethod) -> bool:
+        """Whether recipes of ``m`` name the base (a role of the method); else they merge the models alone."""
         return self.sources.base is not None and (m.needs_base or m.optional_base or m.name in _BASE_FIRST)
 
     def _n_sources(self, m: MergeMethod) -> int:
-        return len(self.task_models) + (1 if m.name in _BASE_FIRST and self._uses_base(m) else 0)
+        return len(self.task_models) + (1 if m.name in _BASE_FIRST and self.uses_base(m) else 0)
 
     def _spec(self, name: str) -> ParamSpec | None:
         """The parameter's declaration, from a method where it has an effect when one has."""
@@ -267,7 +268,7 @@ class PSSpace(SearchSpace):
         for k, path in enumerate(self.task_models):
             params: Parameters = {name: self._setting(vals[k]) for name, vals in per_source.items()}
             models.append(ModelSpec(model=path, parameters=params or None))
-        base = self.sources.base if self._uses_base(method) else None
+        base = self.sources.base if self.uses_base(method) else None
         return Recipe(models=models, merge_method=method.name, base_model=base, parameters=top or None,
                       dtype=self.config.dtype, seed=self.config.seed)
 

@@ -94,9 +94,10 @@ def build_space(config: RunConfig):
     cfg = load_space(space_cfg) if isinstance(space_cfg, str) else space_cfg
     space = build(cfg, Sources(base=config.sources.base, models=list(config.sources.models)))
     if config.sources.tokenizer is not None:
-        from evomerge.vocab.search import carry_tokenizer
+        from evomerge.vocab.search import carry_tokenizer, worker_sources
 
         carry_tokenizer(space, config.sources.tokenizer)
+        worker_sources(config, space)  # a space whose candidates need two vocabularies fails here, by name
     return space
 
 
@@ -113,9 +114,6 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
     if rc.type == "ray":
         from evomerge.exec.ray_runner import RayRunner
 
-        if config.sources is not None and config.sources.tokenizer is not None:
-            raise ConfigError("sources.tokenizer (sources with different vocabularies) runs on the local runner "
-                              "only for now; the Ray runner's shared sources do not carry the merged vocabulary")
         if rc.gpus_per_worker > 1:  # the actors would use their first GPU only: refused, not half done
             raise ConfigError(f"runner.gpus_per_worker: {rc.gpus_per_worker:g} (one worker split over several GPUs) "
                               "runs on the local runner only for now (type: local, device: cuda); the Ray actors "
@@ -126,10 +124,12 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
 
     from evomerge.exec.local import LocalRunner
     from evomerge.exec.worker import EvalWorker
+    from evomerge.vocab.search import worker_sources
 
     assert config.sources is not None
     dtype = torch.float32 if rc.storage_dtype == "float32" else torch.bfloat16
-    return LocalRunner(EvalWorker(config.sources.base, config.sources.models, tasks, device=rc.device,
+    base, models = worker_sources(config)  # across vocabularies: the base only where the candidates use it
+    return LocalRunner(EvalWorker(base, models, tasks, device=rc.device,
                                   storage_dtype=dtype, threads=rc.threads, tokenizer=config.sources.tokenizer,
                                   model_dtype=rc.model_dtype, source_memory=rc.source_memory,
                                   host_memory=rc.host_memory, devices=rc.worker_devices()))
