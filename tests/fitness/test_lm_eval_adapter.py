@@ -1,12 +1,14 @@
 """The lm-evaluation-harness adapter: local task YAMLs scored through lm-eval, checked against our own tasks.
 
-lm-eval is an optional extra (it pulls in datasets, pyarrow, pandas…); without
-it these tests are skipped and only the missing-package error is checked.
+lm-eval is an optional extra (it pulls in datasets, pyarrow, pandas…) that ``[dev]`` installs; without
+it these tests are skipped and only the missing-package error is checked. CI sets
+EVOMERGE_REQUIRE_LM_EVAL=1: there a missing lm-eval is a failure, not a skip.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +20,23 @@ from evomerge.errors import FitnessError
 from evomerge.fitness import load_task
 
 HAVE_LM_EVAL = importlib.util.find_spec("lm_eval") is not None
-needs_lm_eval = pytest.mark.skipif(not HAVE_LM_EVAL, reason="lm-eval is not installed (optional extra: "
-                                                            "pip install lm-eval)")
+REQUIRED = os.environ.get("EVOMERGE_REQUIRE_LM_EVAL") == "1"
+
+
+def _require_lm_eval() -> None:
+    """Skip without lm-eval; under EVOMERGE_REQUIRE_LM_EVAL=1 (CI) fail instead, with this line."""
+    if not HAVE_LM_EVAL:
+        if REQUIRED:
+            pytest.fail("EVOMERGE_REQUIRE_LM_EVAL=1 but lm-eval is not installed (pip install -e '.[dev]')")
+        pytest.skip("lm-eval is not installed (optional extra: pip install lm-eval)")
+
+
+@pytest.fixture
+def _lm_eval() -> None:
+    _require_lm_eval()
+
+
+needs_lm_eval = pytest.mark.usefixtures("_lm_eval")
 
 MC_ROWS = [
     {"prompt": "what is", "choices": ["a", "b c", "the x y"], "answer": 1},
@@ -135,6 +152,7 @@ def cli_setup(tmp_path_factory):
 
     from evomerge.testing import tiny_llama_config
 
+    _require_lm_eval()  # before the module's CLI run, which would fail less clearly
     root = tmp_path_factory.mktemp("lm_eval_cli")
     torch.manual_seed(0)
     cfg = tiny_llama_config(vocab_size=len(VOCAB))
@@ -237,3 +255,22 @@ def test_an_unknown_filter_is_named(cli_setup, write_task, offline, tokenizer, r
     _, tasks, _, _ = cli_setup
     with pytest.raises(FitnessError, match=r"has no filter 'strict-match'; it has whole, first-number"):
         _adapter(write_task, tasks, "evm_gen", filter="strict-match").evaluate(random_llama, tokenizer)
+
+
+@needs_lm_eval
+def test_a_local_yaml_is_indexed_without_lm_eval_s_own_tasks(cli_setup, write_task, offline, tokenizer, random_llama,
+                                                            monkeypatch):
+    import lm_eval.tasks
+
+    built = []
+    real = lm_eval.tasks.TaskManager
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append((kwargs.get("include_defaults", True), len(self.all_tasks)))
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", Spy)
+    _, tasks, _, _ = cli_setup
+    _adapter(write_task, tasks, "evm_mc").evaluate(random_llama, tokenizer)
+    assert built == [(False, len(CLI_TASKS))]  # the three YAMLs of its folder, not ~14,000 files
