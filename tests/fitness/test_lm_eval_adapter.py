@@ -274,3 +274,64 @@ def test_a_local_yaml_is_indexed_without_lm_eval_s_own_tasks(cli_setup, write_ta
     _, tasks, _, _ = cli_setup
     _adapter(write_task, tasks, "evm_mc").evaluate(random_llama, tokenizer)
     assert built == [(False, len(CLI_TASKS))]  # the three YAMLs of its folder, not ~14,000 files
+
+
+# ---- our multiple_choice with a chat template: the prompts and log-likelihoods lm-eval's own are -----------
+
+CHAT_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+CHAT = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+@needs_lm_eval
+@pytest.mark.parametrize(("multiturn", "bos"), [(False, False), (True, False), (False, True)])
+def test_multiple_choice_with_a_chat_template_scores_what_lm_eval_scores(tmp_path, write_task, offline, multiturn,
+                                                                         bos):
+    """Same context and continuation strings as lm-eval's requests, same log-likelihoods, same accuracy.
+
+    One stated difference: a rendered chat is encoded by default without adding special tokens (transformers'
+    convention: the template writes them), while lm-eval's HFLM adds the tokenizer's BOS unless the text
+    already starts with it. ``add_special_tokens: true`` on our side (``bos``) gives lm-eval's default;
+    ``add_bos_token: false`` on lm-eval's side gives ours.
+    """
+    import torch
+    from fitness_models import BOS, EOS, PAD, make_tokenizer
+    from transformers import LlamaForCausalLM
+
+    from evomerge.testing import tiny_llama_config
+
+    tok = make_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": CHAT_TOKENS})
+    tok.chat_template = CHAT
+    torch.manual_seed(0)
+    cfg = tiny_llama_config(vocab_size=len(tok), hidden_size=32, intermediate_size=64)
+    cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = BOS, EOS, PAD
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    train, test = MC_ROWS[:2], MC_ROWS[2:]
+    files = {s: str(write_jsonl(tmp_path / f"chat_mc.{s}.jsonl", rows)) for s, rows in (("train", train),
+                                                                                          ("test", test))}
+    spec = {"task": "evm_chat_mc", "dataset_path": "json", "dataset_kwargs": {"data_files": files},
+            "training_split": "train", "test_split": "test", "fewshot_split": "train",
+            "fewshot_config": {"sampler": "first_n"}, "num_fewshot": 2,  # both train rows, in file order
+            "output_type": "multiple_choice", "doc_to_text": "{{prompt}}", "doc_to_choice": "{{choices}}",
+            "doc_to_target": "{{answer}}", "metric_list": [{"metric": "acc"}]}
+    (tmp_path / "evm_chat_mc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    theirs_task = load_task(write_task({"name": "lm", "kind": "lm_eval", "task": "evm_chat_mc.yaml",
+                                        "apply_chat_template": True, "fewshot_as_multiturn": multiturn,
+                                        "system_instruction": "the a", **({} if bos else {"add_bos_token": False})},
+                                       name="lm"))
+    theirs = theirs_task.evaluate(model, tok)
+    ours_task = load_task(write_task({"name": "mc", "kind": "multiple_choice", "chat_template": True,
+                                      "system_prompt": "the a", "few_shot": 2, "few_shot_as_multiturn": multiturn,
+                                      "add_special_tokens": bos}, {"train": train, "test": test}, name="mc"))
+    ours = ours_task.evaluate(model, tok, split="test")
+    (task,) = theirs_task._loaded["train"].tasks.values()
+    instances = sorted(task.instances, key=lambda r: (r.doc_id, r.idx))
+    prompts = ours_task.prompts.render("test", tok)
+    assert [r.arguments for r in instances] == [(prompts[i], ours_task.continuation("test", i, j))
+                                                for i, r in enumerate(test) for j in range(len(r["choices"]))]
+    np.testing.assert_allclose([r.resps[0][0] for r in instances],
+                               [ll for lls in ours.details["loglikelihoods"] for ll in lls], rtol=1e-5)
+    np.testing.assert_array_equal(ours.per_example, theirs.per_example)
