@@ -97,12 +97,30 @@ class GenerationSpec(_Generating):
     extract: Extract = Extract()
 
 
-class MultipleChoiceSpec(_TaskBase):
+class MultipleChoiceSpec(_TaskBase, PromptFormat):
+    """Log-likelihood of each choice after the prompt, with the prompt formats of generation tasks.
+
+    A plain-text shot is its prompt, ``delimiter`` and its correct choice; with a chat template the
+    choice follows the rendered chat (which ends with the generation prompt) with no delimiter and a
+    multi-turn shot's assistant turn is its correct choice, as lm-evaluation-harness does.
+    """
+
     kind: Literal["multiple_choice"]
     data: DataFiles
     normalization: Literal["none", "tokens", "chars"] = "none"  # sum of log-probs, or per token / char
-    delimiter: str = " "  # put between the prompt and each choice, as lm-evaluation-harness does
-    add_special_tokens: bool = True
+    delimiter: str = " "  # put between the prompt and each choice (plain text), as lm-evaluation-harness does
+    add_special_tokens: bool | None = None  # default: true for plain text, false for a rendered chat
+
+    @model_validator(mode="after")
+    def _one_delimiter(self) -> MultipleChoiceSpec:
+        if "target_delimiter" in self.model_fields_set:
+            raise ValueError("multiple_choice puts `delimiter` between a prompt and its choice, in shots too; "
+                             "target_delimiter is not used")
+        return self
+
+    def prompt_format(self) -> PromptFormat:
+        fields = {k: getattr(self, k) for k in PromptFormat.model_fields if k != "target_delimiter"}
+        return PromptFormat(**fields, target_delimiter=self.delimiter)
 
 
 class PerplexitySpec(_TaskBase):
@@ -197,7 +215,7 @@ class PythonSpec(_Generating):
     function: str
     args: dict[str, Any] = Field(default_factory=dict)
     inputs: Literal["generations", "loglikelihoods"] = "generations"
-    delimiter: str = " "  # between the prompt and each choice (loglikelihoods), as in multiple_choice
+    delimiter: str = " "  # between the prompt and each choice (loglikelihoods, plain text), as in multiple_choice
 
     @field_validator("function")
     @classmethod

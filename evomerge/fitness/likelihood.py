@@ -20,6 +20,7 @@ from evomerge.fitness.base import Direction, TaskResult, check_split
 from evomerge.fitness.config import MultipleChoiceSpec, PerplexitySpec
 from evomerge.fitness.data import read_jsonl, resolve
 from evomerge.fitness.decoding import token_nll
+from evomerge.fitness.prompts import PromptBuilder
 from evomerge.fitness.tokens import EncodingCache, encode, pad_id
 
 
@@ -61,16 +62,31 @@ class MultipleChoiceTask:
                     raise FitnessError(f"{path}: example {i}: 'answer' {r['answer']} is not an index into "
                                        f"its {len(ch)} choices")
             self.examples[split] = recs
+        fmt = spec.prompt_format()
+        self.prompts = PromptBuilder(fmt, self.examples, task=self.name,
+                                     answer_indexes_choices=fmt.shot_answer == "answer")
+        self.add_special_tokens = self.prompts.add_special_tokens(spec.add_special_tokens)
+        # lm-eval's rule: after a chat's generation prompt the choice follows directly, with no delimiter
+        self.choice_prefix = "" if fmt.uses_chat else spec.delimiter
         self._cache: EncodingCache[tuple[list[list[int]], list[tuple[int, int, int, int]]]] = EncodingCache()
+
+    def check_tokenizer(self, tokenizer: Any, source: str = "the model") -> None:
+        """Preflight: what this task needs of the tokenizer (a chat template when it asks for one)."""
+        self.prompts.check_tokenizer(tokenizer, source)
+
+    def continuation(self, split: str, i: int, j: int) -> str:
+        """The text scored for choice ``j`` of example ``i``."""
+        return self.choice_prefix + self.examples[split][i]["choices"][j]
 
     def _encode(self, split: str, tokenizer: Any) -> tuple[list[list[int]], list[tuple[int, int, int, int]]]:
         """Flatten (example, choice) pairs to sequences plus (example, choice, start, length) spans."""
         seqs: list[list[int]] = []
         spans: list[tuple[int, int, int, int]] = []
-        for i, r in enumerate(self.examples[split]):
-            for j, choice in enumerate(r["choices"]):
-                ctx, cont = split_continuation(tokenizer, r["prompt"], self.spec.delimiter + choice,
-                                               add_special_tokens=self.spec.add_special_tokens)
+        for i, (prompt, r) in enumerate(zip(self.prompts.render(split, tokenizer), self.examples[split],
+                                            strict=True)):
+            for j in range(len(r["choices"])):
+                ctx, cont = split_continuation(tokenizer, prompt, self.continuation(split, i, j),
+                                               add_special_tokens=self.add_special_tokens)
                 if not ctx or not cont:
                     raise FitnessError(f"task '{self.name}' split '{split}' example {i} choice {j}: "
                                        "the prompt or the choice encodes to no tokens")
@@ -98,7 +114,7 @@ class MultipleChoiceTask:
             if self.spec.normalization == "tokens":
                 ll /= length
             elif self.spec.normalization == "chars":
-                ll /= max(len(self.spec.delimiter + recs[i]["choices"][j]), 1)
+                ll /= max(len(self.continuation(split, i, j)), 1)
             if not math.isfinite(ll):
                 raise FitnessError(f"task '{self.name}' split '{split}' example {i} choice {j}: "
                                    f"log-likelihood is {ll}")

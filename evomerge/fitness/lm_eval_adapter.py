@@ -5,7 +5,8 @@ around the model already in memory, so every choice lm-eval makes (BOS or not,
 rolling log-likelihood windows, ``until`` stop sequences, chat templates and
 multi-turn few-shot, truncation) is lm-eval's, and the scores equal ``lm_eval --model
 hf`` on the same checkpoint. What depends only on the task is built once per worker:
-the task index (reading it walks ~14,000 YAML files), the loaded task and its
+the task index (for a registered task it walks lm-eval's ~14,000 YAML files; a local YAML is
+looked up in its own folder), the loaded task and its
 documents, and the HFLM wrapper (the worker's model is updated in place).
 
 Per-example scores: lm-eval logs one sample per document *per filter*; the adapter
@@ -63,15 +64,28 @@ def _per_example(value: Any, metric: str) -> float:
     return float(value)
 
 
+def _load_task_dict(task_name: str, include: str | None) -> dict[str, Any]:
+    """lm-eval's task dict for ``task_name``. A local YAML is first looked up in its own folder only: indexing
+    lm-eval's built-in tasks reads ~14,000 files (10 s); only a YAML that refers to them (a group of built-in
+    tasks, say) gets the whole index, the local folder overriding it as in lm-eval's CLI."""
+    from lm_eval.tasks import TaskManager
+
+    if include is not None:
+        local = TaskManager(include_path=include, include_defaults=False, verbosity="ERROR")
+        if task_name in local.all_tasks:
+            try:
+                return local.load([task_name])
+            except Exception:  # it refers to built-in tasks: load it with the whole index below
+                pass
+    return TaskManager(include_path=include, verbosity="ERROR").load([task_name])
+
+
 class _Loaded:
     """One split's lm-eval task dict, with the metric and filter the objective reads."""
 
     def __init__(self, spec: LmEvalSpec, task_name: str, include: str | None, name: str) -> None:
-        from lm_eval.tasks import TaskManager
-
-        manager = TaskManager(include_path=include, verbosity="ERROR")
         try:
-            self.task_dict = manager.load([task_name])
+            self.task_dict = _load_task_dict(task_name, include)
         except Exception as exc:
             raise FitnessError(f"task '{name}': lm-eval cannot load task '{task_name}': {exc}") from exc
         self.tasks: dict[str, Any] = dict(self.task_dict["tasks"])

@@ -88,11 +88,14 @@ class PromptBuilder:
     """Renders the prompts of one task's examples; chat rendering needs the tokenizer, so it is per tokenizer."""
 
     def __init__(self, fmt: PromptFormat, examples: Mapping[str, Sequence[Mapping[str, Any]]], *,
-                 task: str) -> None:
+                 task: str, answer_indexes_choices: bool = False) -> None:
+        """``answer_indexes_choices``: a shot's ``shot_answer`` field is an index into its ``choices`` and the
+        shot shows that choice (multiple choice); otherwise it shows the field as text."""
         self.fmt = fmt
         self.examples = examples
         self.task = task
         self.answer_key = fmt.shot_answer
+        self.answer_indexes_choices = answer_indexes_choices
         missing = [(split, i, f) for split, recs in examples.items() for i, r in enumerate(recs)
                    for f in template_fields(fmt.template) if f not in r]
         if missing:
@@ -127,11 +130,16 @@ class PromptBuilder:
         rng = random.Random(f"{self.fmt.few_shot_seed}:{split}:{index}")
         return [self.examples["train"][j] for j in sorted(rng.sample(pool, self.fmt.few_shot))]  # in file order
 
+    def shot_text(self, rec: Mapping[str, Any]) -> str:
+        """What a shot shows as its answer."""
+        value = rec[self.answer_key]
+        return str(rec["choices"][value]) if self.answer_indexes_choices else str(value)
+
     def _text(self, rec: Mapping[str, Any]) -> str:
         return self.fmt.template.format_map(rec)
 
     def _solved(self, rec: Mapping[str, Any]) -> str:
-        return self._text(rec) + self.fmt.target_delimiter + str(rec[self.answer_key])
+        return self._text(rec) + self.fmt.target_delimiter + self.shot_text(rec)
 
     def render(self, split: str, tokenizer: Any) -> list[str]:
         """Every prompt of ``split`` as the model will read it (chat-rendered text included)."""
@@ -147,7 +155,7 @@ class PromptBuilder:
             if self.fmt.few_shot_as_multiturn:
                 for s in shots:
                     messages += [{"role": "user", "content": self._text(s)},
-                                 {"role": "assistant", "content": str(s[self.answer_key])}]
+                                 {"role": "assistant", "content": self.shot_text(s)}]
                 messages.append({"role": "user", "content": self._text(rec)})
             else:
                 body = "".join(self._solved(s) + self.fmt.fewshot_delimiter for s in shots) + self._text(rec)

@@ -108,10 +108,11 @@ class PythonTask:
     def _choice_seqs(self, split: str, tokenizer: Any) -> tuple[list[list[int]], list[tuple[int, int, int, int]]]:
         seqs, spans = [], []
         add = self.generator.add_special_tokens
+        prefix = "" if self.spec.prompt_format().uses_chat else self.spec.delimiter  # as multiple_choice
         for i, (prompt, rec) in enumerate(zip(self.prompts.render(split, tokenizer), self.examples[split],
                                               strict=True)):
             for j, choice in enumerate(rec["choices"]):
-                ctx, cont = split_continuation(tokenizer, prompt, self.spec.delimiter + str(choice),
+                ctx, cont = split_continuation(tokenizer, prompt, prefix + str(choice),
                                                add_special_tokens=add)
                 if not ctx or not cont:
                     raise FitnessError(f"task '{self.name}' split '{split}' example {i} choice {j}: "

@@ -1,12 +1,14 @@
 """The lm-evaluation-harness adapter: local task YAMLs scored through lm-eval, checked against our own tasks.
 
-lm-eval is an optional extra (it pulls in datasets, pyarrow, pandas…); without
-it these tests are skipped and only the missing-package error is checked.
+lm-eval is an optional extra (it pulls in datasets, pyarrow, pandas…) that ``[dev]`` installs; without
+it these tests are skipped and only the missing-package error is checked. CI sets
+EVOMERGE_REQUIRE_LM_EVAL=1: there a missing lm-eval is a failure, not a skip.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +20,23 @@ from evomerge.errors import FitnessError
 from evomerge.fitness import load_task
 
 HAVE_LM_EVAL = importlib.util.find_spec("lm_eval") is not None
-needs_lm_eval = pytest.mark.skipif(not HAVE_LM_EVAL, reason="lm-eval is not installed (optional extra: "
-                                                            "pip install lm-eval)")
+REQUIRED = os.environ.get("EVOMERGE_REQUIRE_LM_EVAL") == "1"
+
+
+def _require_lm_eval() -> None:
+    """Skip without lm-eval; under EVOMERGE_REQUIRE_LM_EVAL=1 (CI) fail instead, with this line."""
+    if not HAVE_LM_EVAL:
+        if REQUIRED:
+            pytest.fail("EVOMERGE_REQUIRE_LM_EVAL=1 but lm-eval is not installed (pip install -e '.[dev]')")
+        pytest.skip("lm-eval is not installed (optional extra: pip install lm-eval)")
+
+
+@pytest.fixture
+def _lm_eval() -> None:
+    _require_lm_eval()
+
+
+needs_lm_eval = pytest.mark.usefixtures("_lm_eval")
 
 MC_ROWS = [
     {"prompt": "what is", "choices": ["a", "b c", "the x y"], "answer": 1},
@@ -135,6 +152,7 @@ def cli_setup(tmp_path_factory):
 
     from evomerge.testing import tiny_llama_config
 
+    _require_lm_eval()  # before the module's CLI run, which would fail less clearly
     root = tmp_path_factory.mktemp("lm_eval_cli")
     torch.manual_seed(0)
     cfg = tiny_llama_config(vocab_size=len(VOCAB))
@@ -237,3 +255,83 @@ def test_an_unknown_filter_is_named(cli_setup, write_task, offline, tokenizer, r
     _, tasks, _, _ = cli_setup
     with pytest.raises(FitnessError, match=r"has no filter 'strict-match'; it has whole, first-number"):
         _adapter(write_task, tasks, "evm_gen", filter="strict-match").evaluate(random_llama, tokenizer)
+
+
+@needs_lm_eval
+def test_a_local_yaml_is_indexed_without_lm_eval_s_own_tasks(cli_setup, write_task, offline, tokenizer, random_llama,
+                                                            monkeypatch):
+    import lm_eval.tasks
+
+    built = []
+    real = lm_eval.tasks.TaskManager
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append((kwargs.get("include_defaults", True), len(self.all_tasks)))
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", Spy)
+    _, tasks, _, _ = cli_setup
+    _adapter(write_task, tasks, "evm_mc").evaluate(random_llama, tokenizer)
+    assert built == [(False, len(CLI_TASKS))]  # the three YAMLs of its folder, not ~14,000 files
+
+
+# ---- our multiple_choice with a chat template: the prompts and log-likelihoods lm-eval's own are -----------
+
+CHAT_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+CHAT = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+@needs_lm_eval
+@pytest.mark.parametrize(("multiturn", "bos"), [(False, False), (True, False), (False, True)])
+def test_multiple_choice_with_a_chat_template_scores_what_lm_eval_scores(tmp_path, write_task, offline, multiturn,
+                                                                         bos):
+    """Same context and continuation strings as lm-eval's requests, same log-likelihoods, same accuracy.
+
+    One stated difference: a rendered chat is encoded by default without adding special tokens (transformers'
+    convention: the template writes them), while lm-eval's HFLM adds the tokenizer's BOS unless the text
+    already starts with it. ``add_special_tokens: true`` on our side (``bos``) gives lm-eval's default;
+    ``add_bos_token: false`` on lm-eval's side gives ours.
+    """
+    import torch
+    from fitness_models import BOS, EOS, PAD, make_tokenizer
+    from transformers import LlamaForCausalLM
+
+    from evomerge.testing import tiny_llama_config
+
+    tok = make_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": CHAT_TOKENS})
+    tok.chat_template = CHAT
+    torch.manual_seed(0)
+    cfg = tiny_llama_config(vocab_size=len(tok), hidden_size=32, intermediate_size=64)
+    cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = BOS, EOS, PAD
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    train, test = MC_ROWS[:2], MC_ROWS[2:]
+    files = {s: str(write_jsonl(tmp_path / f"chat_mc.{s}.jsonl", rows)) for s, rows in (("train", train),
+                                                                                          ("test", test))}
+    spec = {"task": "evm_chat_mc", "dataset_path": "json", "dataset_kwargs": {"data_files": files},
+            "training_split": "train", "test_split": "test", "fewshot_split": "train",
+            "fewshot_config": {"sampler": "first_n"}, "num_fewshot": 2,  # both train rows, in file order
+            "output_type": "multiple_choice", "doc_to_text": "{{prompt}}", "doc_to_choice": "{{choices}}",
+            "doc_to_target": "{{answer}}", "metric_list": [{"metric": "acc"}]}
+    (tmp_path / "evm_chat_mc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    theirs_task = load_task(write_task({"name": "lm", "kind": "lm_eval", "task": "evm_chat_mc.yaml",
+                                        "apply_chat_template": True, "fewshot_as_multiturn": multiturn,
+                                        "system_instruction": "the a", **({} if bos else {"add_bos_token": False})},
+                                       name="lm"))
+    theirs = theirs_task.evaluate(model, tok)
+    ours_task = load_task(write_task({"name": "mc", "kind": "multiple_choice", "chat_template": True,
+                                      "system_prompt": "the a", "few_shot": 2, "few_shot_as_multiturn": multiturn,
+                                      "add_special_tokens": bos}, {"train": train, "test": test}, name="mc"))
+    ours = ours_task.evaluate(model, tok, split="test")
+    (task,) = theirs_task._loaded["train"].tasks.values()
+    instances = sorted(task.instances, key=lambda r: (r.doc_id, r.idx))
+    prompts = ours_task.prompts.render("test", tok)
+    assert [r.arguments for r in instances] == [(prompts[i], ours_task.continuation("test", i, j))
+                                                for i, r in enumerate(test) for j in range(len(r["choices"]))]
+    np.testing.assert_allclose([r.resps[0][0] for r in instances],
+                               [ll for lls in ours.details["loglikelihoods"] for ll in lls], rtol=1e-5)
+    np.testing.assert_array_equal(ours.per_example, theirs.per_example)

@@ -125,3 +125,70 @@ def test_too_few_train_examples_for_the_shots(write_task, tokenizer):
     task = load_task(write_task({"name": "t", "kind": "generation", "few_shot": 3}, {"train": TRAIN}))
     with pytest.raises(FitnessError, match=r"needs 4 train examples \(an example is never its own shot\), it has 3"):
         task.generator.texts("train", tokenizer)
+
+
+# ---- multiple choice: the same prompt formats; the choices are the continuations ---------------------------
+
+MC_TRAIN = [{"prompt": "what is a", "choices": ["1", "2"], "answer": 0},
+            {"prompt": "what is b", "choices": ["1", "2"], "answer": 1},
+            {"prompt": "what is c", "choices": ["3", "7"], "answer": 0}]
+MC_TEST = [{"prompt": "what is x", "choices": ["7", "the y"], "answer": 0}]
+
+
+def _choice_ids(task, split: str, tok) -> list[tuple[list[int], list[int]]]:
+    """(context ids, continuation ids) per choice, as the task scores them."""
+    seqs, spans = task._encode(split, tok)
+    return [(seq[:start + 1], seq[start + 1:start + 1 + n]) for seq, (_, _, start, n) in zip(seqs, spans, strict=True)]
+
+
+def test_multiple_choice_chat_multiturn_shots_give_these_exact_token_ids(write_task, chat_tokenizer):
+    path = write_task({"name": "t", "kind": "multiple_choice", "chat_template": True, "system_prompt": "the a",
+                       "few_shot": 3, "few_shot_as_multiturn": True}, {"train": MC_TRAIN, "test": MC_TEST})
+    task = load_task(path)
+    ctx = ("<|system|> the a <|end|> "
+           "<|user|> what is a <|end|> <|assistant|> 1 <|end|> "  # a shot's assistant turn: its correct choice
+           "<|user|> what is b <|end|> <|assistant|> 2 <|end|> "
+           "<|user|> what is c <|end|> <|assistant|> 3 <|end|> "
+           "<|user|> what is x <|end|> <|assistant|>")
+    assert _choice_ids(task, "test", chat_tokenizer) == [(_ids(ctx, chat_tokenizer), _ids("7", chat_tokenizer)),
+                                                         (_ids(ctx, chat_tokenizer), _ids("the y", chat_tokenizer))]
+    # lm-eval's rule: the choice follows the generation prompt directly (no delimiter), no BOS added to a chat
+    assert [task.continuation("test", 0, j) for j in range(2)] == ["7", "the y"]
+    assert task.add_special_tokens is False
+
+
+def test_multiple_choice_chat_shots_in_one_user_turn(write_task, chat_tokenizer):
+    path = write_task({"name": "t", "kind": "multiple_choice", "chat_template": True, "few_shot": 2,
+                       "template": "the {prompt}", "fewshot_delimiter": " "}, {"train": MC_TRAIN, "test": MC_TEST})
+    task = load_task(path)
+    # the test example's 2 shots, drawn with the fixed seed from the 3 train examples, in file order
+    shots = task.prompts.shots("test", 0)
+    solved = " ".join(f"the {s['prompt']} {s['choices'][s['answer']]}" for s in shots)
+    ctx = f"<|user|> {solved} the what is x <|end|> <|assistant|>"
+    assert [c for c, _ in _choice_ids(task, "test", chat_tokenizer)] == [_ids(ctx, chat_tokenizer)] * 2
+
+
+def test_multiple_choice_plain_few_shot_shows_the_correct_choice(write_task, tokenizer):
+    path = write_task({"name": "t", "kind": "multiple_choice", "few_shot": 2, "delimiter": " plus "},
+                      {"train": MC_TRAIN, "test": MC_TEST})
+    task = load_task(path)
+    (ctx, cont), _ = _choice_ids(task, "train", tokenizer)[:2]
+    # train example 0's shots are examples 1 and 2: prompt, the delimiter, the correct choice
+    assert ctx == [tokenizer.bos_token_id, *_ids("what is b plus 2 what is c plus 3 what is a", tokenizer)]
+    assert cont == _ids("plus 1", tokenizer)
+    assert task.continuation("train", 0, 0) == " plus 1"
+
+
+def test_multiple_choice_named_template_and_a_misplaced_delimiter_key(write_task, tokenizer):
+    path = write_task({"name": "t", "kind": "multiple_choice", "chat_template": "chatml"}, {"train": MC_TRAIN})
+    assert load_task(path).prompts.render("train", tokenizer)[0] == \
+        "<|im_start|>user\nwhat is a<|im_end|>\n<|im_start|>assistant\n"
+    bad = write_task({"name": "t", "kind": "multiple_choice", "target_delimiter": ": "}, {"train": MC_TRAIN})
+    with pytest.raises(ConfigError, match="multiple_choice puts `delimiter` between a prompt and its choice"):
+        load_task(bad)
+
+
+def test_multiple_choice_chat_template_true_without_one_fails_at_preflight(write_task, tokenizer):
+    task = load_task(write_task({"name": "mc", "kind": "multiple_choice", "chat_template": True}, {"train": MC_TRAIN}))
+    with pytest.raises(FitnessError, match=r"task 'mc' asks for chat_template: true, but the tokenizer of /m/b"):
+        check_tokenizer([task], tokenizer, "/m/b")
