@@ -107,8 +107,8 @@ def test_incremental_decoding_with_the_cache_equals_the_full_forward(pool, fam):
     full = _logits(routed)
     with torch.no_grad():
         out = routed(IDS[:, :5], use_cache=True)
-        step = routed(IDS[:, 5:6], past_key_values=out.past_key_values, use_cache=True)
-        step2 = routed(IDS[:, 6:8], past_key_values=step.past_key_values, use_cache=True)
+        step = routed(IDS[:, 5:6], cache=out.past_key_values, use_cache=True)
+        step2 = routed(IDS[:, 6:8], cache=step.past_key_values, use_cache=True)
     torch.testing.assert_close(out.logits, full[:, :5], rtol=0, atol=1e-5)
     torch.testing.assert_close(step.logits[:, 0], full[:, 5], rtol=0, atol=1e-5)
     torch.testing.assert_close(step2.logits, full[:, 6:8], rtol=0, atol=1e-5)
@@ -139,7 +139,7 @@ def _greedy(model, ids, mask, steps: int, *, cache: bool) -> torch.Tensor:
             position = (mask.cumsum(-1) - 1).clamp_min(0)
             if cache:
                 out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=position[:, -1:],
-                            past_key_values=out.past_key_values, use_cache=True)
+                            cache=out.past_key_values, use_cache=True)
             else:
                 out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=False)
     return torch.stack(out_tokens, 1)
