@@ -28,7 +28,7 @@ from evomerge.materialize.inplace import materialize_into
 from evomerge.materialize.streaming import merge_to_disk
 from evomerge.recipe.model import Recipe
 from evomerge.study.config import RunConfig
-from evomerge.study.study import build_runner
+from evomerge.study.study import Study, build_runner
 from evomerge.testing import save_word_tokenizer, tiny_llama_config, tiny_llama_family
 
 RECIPES = {
@@ -269,3 +269,15 @@ def test_a_bf16_split_worker_scores_exactly_what_its_bf16_export_loads_as(tmp_pa
     with torch.inference_mode():
         scores = evaluate_all([task], reloaded, AutoTokenizer.from_pretrained(base), split="train")
     assert result.objectives == scores["ppl"].objectives
+
+
+def test_a_data_flow_space_on_a_split_worker_is_refused_before_the_budget(split_family, tmp_path):
+    base, experts = split_family
+    data = {"name": "dfs", "sources": {"base": str(base), "models": [str(e) for e in experts]},
+            "space": {"kind": "dfs", "repeats": 1}, "objectives": [{"name": "score", "direction": "maximize"}],
+            "budget": {"evaluations": 2}, "output": str(tmp_path / "dfs"), "test_split": None,
+            "runner": {"device": "cuda", "gpus_per_worker": 2}}
+    with pytest.raises(ConfigError, match=r"gpus_per_worker: 2 splits the worker over several GPUs, but this "
+                                          r"space's recipes are data-flow paths \(layer_path\)"):
+        Study.create(RunConfig.from_dict(data))
+    assert not (tmp_path / "dfs").exists()
