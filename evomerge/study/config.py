@@ -95,6 +95,7 @@ class RunnerConfig(_Strict):
     # ray runner
     address: str | None = None
     workers: int = Field(default=1, ge=1)
+    # <= 1: Ray's fraction of a GPU per worker; k > 1 (whole): one worker's model split over k GPUs (local runner)
     gpus_per_worker: float = Field(default=0, ge=0)
     cpus_per_worker: float = Field(default=1, gt=0)
     max_in_flight: int | None = Field(default=None, ge=1)

@@ -9,24 +9,27 @@ transformers. The ``cuda`` test runs the same on two GPUs where a machine has th
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evomerge.errors import ConfigError
 from evomerge.exec.base import Candidate
 from evomerge.exec.device_split import meta_model, plan_split
 from evomerge.exec.worker import EvalWorker
+from evomerge.fitness import evaluate_all, load_task
 from evomerge.materialize.inplace import materialize_into
 from evomerge.materialize.streaming import merge_to_disk
 from evomerge.recipe.model import Recipe
 from evomerge.study.config import RunConfig
-from evomerge.study.study import build_runner
-from evomerge.testing import tiny_llama_config, tiny_llama_family
+from evomerge.study.study import Study, build_runner
+from evomerge.testing import save_word_tokenizer, tiny_llama_config, tiny_llama_family
 
 RECIPES = {
     "ties": ("ties", {"weight": 1.0, "density": 0.4}),
@@ -232,3 +235,49 @@ def test_the_ray_runner_refuses_a_split_worker_instead_of_using_one_of_its_gpus(
     with pytest.raises(ConfigError, match=r"gpus_per_worker: 2 \(one worker split over several GPUs\) runs on the "
                                           "local runner only for now"):
         build_runner(config, [])
+
+
+TEXTS = ["the cat sat on the mat .", "a dog ran fast and then sat .", "a cat ran slow .",
+         "then the cat and the dog ran on the mat ."]
+
+
+def test_a_bf16_split_worker_scores_exactly_what_its_bf16_export_loads_as(tmp_path):
+    """model_dtype auto (bf16) over [cpu, cpu]: weights and the perplexity objective both equal the export's, loaded
+    with plain transformers (float32 storage: bf16 storage rounds the task vectors, split or not)."""
+    config = tiny_llama_config(num_layers=LAYERS)
+    base, experts = tiny_llama_family(tmp_path / "fam", config=config, dtype=torch.bfloat16)
+    save_word_tokenizer(base)
+    (tmp_path / "ppl.train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    (tmp_path / "ppl.yaml").write_text(yaml.safe_dump({"name": "ppl", "kind": "perplexity", "batch_size": 2,
+                                                       "data": {"train": "ppl.train.jsonl"}}))
+    task = load_task(tmp_path / "ppl.yaml")
+    one = sum(t.numel() * 2 for t in load_file(base / "model.safetensors").values())
+    worker = EvalWorker(str(base), [str(e) for e in experts], [task], devices=["cpu", "cpu"],
+                        device_memory=[one * 9 * 6 // 10] * 2)  # bf16 instance + 4 float32 copies: 9 bytes/element
+    assert worker.split is not None and set(worker.split.modules.values()) == {0, 1}
+    assert {p.dtype for p in worker.model.parameters()} == {torch.bfloat16}
+    recipe = Recipe.model_validate({"models": [{"model": str(e), "parameters": {"weight": 1.0, "density": 0.5,
+                                                                                 "epsilon": 0.1}} for e in experts],
+                                    "base_model": str(base), "merge_method": "della", "seed": 3})
+    result = worker.evaluate(Candidate("c", recipe))
+    assert result.ok, result.error
+    merge_to_disk(recipe, tmp_path / "out")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype="auto").eval()
+    got = worker.model.state_dict()
+    for name, tensor in reloaded.state_dict().items():
+        assert torch.equal(got[name], tensor), name
+    with torch.inference_mode():
+        scores = evaluate_all([task], reloaded, AutoTokenizer.from_pretrained(base), split="train")
+    assert result.objectives == scores["ppl"].objectives
+
+
+def test_a_data_flow_space_on_a_split_worker_is_refused_before_the_budget(split_family, tmp_path):
+    base, experts = split_family
+    data = {"name": "dfs", "sources": {"base": str(base), "models": [str(e) for e in experts]},
+            "space": {"kind": "dfs", "repeats": 1}, "objectives": [{"name": "score", "direction": "maximize"}],
+            "budget": {"evaluations": 2}, "output": str(tmp_path / "dfs"), "test_split": None,
+            "runner": {"device": "cuda", "gpus_per_worker": 2}}
+    with pytest.raises(ConfigError, match=r"gpus_per_worker: 2 splits the worker over several GPUs, but this "
+                                          r"space's recipes are data-flow paths \(layer_path\)"):
+        Study.create(RunConfig.from_dict(data))
+    assert not (tmp_path / "dfs").exists()
