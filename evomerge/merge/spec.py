@@ -140,7 +140,11 @@ class MergeMethod:
         module, _, attr = self.impl.partition(":")
         try:
             fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise  # the module exists and fails to import: its own traceback says why
+            raise MergeError(f"method '{self.name}': cannot import its function '{self.impl}' ({exc})") from None
+        except AttributeError as exc:
             raise MergeError(f"method '{self.name}': cannot import its function '{self.impl}' ({exc})") from None
         if not callable(fn):
             raise MergeError(f"method '{self.name}': '{self.impl}' is not a function")

@@ -17,6 +17,7 @@ Any other key (a typo: ``dype``, ``dnesity``) stays an error naming it.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -30,8 +31,12 @@ TOKENIZER_BLOCK_KEYS = frozenset({"pad_to_multiple_of"})
 SLICE_SOURCE_KEYS = frozenset({"revision"})
 
 
+@functools.cache
 def mergekit_parameter_names() -> frozenset[str]:
-    """Every parameter a mergekit method declares (evomerge's declarations of them), and evolve's options."""
+    """Every parameter a mergekit method declares (evomerge's declarations of them), and evolve's options.
+
+    Cached: every Recipe asks (a search builds thousands); mergekit's methods are built in, registered once.
+    """
     from evomerge.merge.registry import all_methods
 
     return frozenset(p.name for m in all_methods() if m.mergekit_name for p in m.params) | EVOLVE_OPTIONS

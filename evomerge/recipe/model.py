@@ -215,6 +215,14 @@ class Recipe(_Strict):
                     found.setdefault(key, []).append(where)
         warn_ignored(found, self.merge_method)
 
+    @field_validator("ignored_keys")
+    @classmethod
+    def _only_keys_mergekit_ignores(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if key in cls.model_fields or not ignored_at_top_level(key):
+                raise ValueError(f"'{key}' is not a top-level key mergekit ignores (see evomerge.recipe.ignored)")
+        return v
+
     @property
     def tokenizer_settings(self) -> TokenizerSpec | None:
         """The tokenizer to build (None: copy the config model's tokenizer files as they are)."""

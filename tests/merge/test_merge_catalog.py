@@ -94,6 +94,12 @@ def test_a_declaration_whose_function_cannot_be_imported_says_which() -> None:
         broken.fn  # noqa: B018
 
 
+def test_a_declaration_naming_a_missing_module_says_which() -> None:
+    broken = MergeMethod(name="gone", impl="evomerge.merge.methods.gone:_fn", params=(), needs_base=True)
+    with pytest.raises(MergeError, match=r"method 'gone': cannot import its function '.*methods.gone:_fn'"):
+        broken.fn  # noqa: B018
+
+
 def test_a_callable_is_a_declaration_too() -> None:
     def double(inputs, params, generator):
         return inputs.sources[0] * 2

@@ -112,3 +112,13 @@ def test_the_cli_prints_one_warning_line_per_ignored_key_and_methods_says_so(fam
     listing = subprocess.run([sys.executable, "-m", "evomerge", "methods"], capture_output=True, text=True, env=env,
                              timeout=120, check=True).stdout
     assert "has no effect (mergekit ignores it too)" in " ".join(listing.split())
+
+
+def test_the_set_aside_keys_cannot_smuggle_in_other_keys(family) -> None:
+    base, experts = family
+    data = {"models": [{"model": str(experts[0]), "parameters": {"weight": 1.0}}], "base_model": str(base),
+            "merge_method": "ties"}
+    with pytest.raises(ConfigError, match="'dype' is not a top-level key mergekit ignores"):
+        Recipe.from_dict({**data, "ignored_keys": {"dype": "float32"}})
+    with pytest.raises(ConfigError, match="'seed' is not a top-level key mergekit ignores"):
+        Recipe.from_dict({**data, "ignored_keys": {"seed": 3}})
