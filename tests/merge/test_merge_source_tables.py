@@ -129,3 +129,20 @@ def test_a_resident_worker_reuses_its_tables_across_densities_bit_for_bit(family
             per_entry = {"breadcrumbs": 1, "breadcrumbs_ties": 1, "della": 2, "della_linear": 2}.get(method, 0)
             assert resident.order_bytes == per_entry * held  # the family's rows are short: int16 ranks
         assert resident._orders == tables  # built by the first candidate, never again
+
+
+@pytest.mark.parametrize("weights", [(1.0, -1.0, 0.5), (0.7, 0.7), (1.0, -1.0), (2.0,)])
+def test_the_disjoint_mean_is_the_textbook_formula_bit_for_bit(weights):
+    from evomerge.merge.methods.consensus import agreement, disjoint_merge, elect_sign
+
+    gen = torch.Generator().manual_seed(len(weights))
+    taus = [torch.randn(4000, generator=gen).round_(decimals=1) for _ in weights]  # zeros and exact cancellations
+    weighted = [t * w for t, w in zip(taus, weights, strict=True)]
+    positive = elect_sign(weighted)
+    agree = [agreement(wt, positive) for wt in weighted]
+    total = sum(torch.where(a, wt, 0.0) for a, wt in zip(agree, weighted, strict=True))
+    divisor = sum(a.float() * w for a, w in zip(agree, weights, strict=True))
+    expected = total / divisor.masked_fill(divisor == 0, 1.0)
+    got = disjoint_merge([w.clone() for w in weighted], weights, normalize=True)
+    assert torch.equal(got, expected)
+    assert (divisor == 0).any()  # the no-agreement (or cancelling-weights) entries are exercised
