@@ -103,3 +103,19 @@ def test_packed_sources_refuse_a_node_whose_tokenizer_files_give_another_vocabul
     state["vocabulary"] = "0" * 32  # what another node's tokenizer files would give
     with pytest.raises(ConfigError, match="merged vocabulary built here .* differs"):
         unpack(state, source_paths(str(family["base"]), models))
+
+
+@pytest.mark.slow
+def test_a_ray_search_with_a_method_that_ignores_the_base_scores_what_the_local_runner_scores(local_ray, family,
+                                                                                              tmp_path):
+    task = load_task(family["task"])
+    local_config = _config(family, tmp_path, {"type": "local"}, method="linear")
+    cands = _candidates(local_config, 3)
+    assert all(c.recipe.base_model is None for c in cands)  # the fine-tunes alone, in their own union
+    local = {r.key: r for r in build_runner(local_config, [task]).evaluate(cands)}
+    with build_runner(_config(family, tmp_path, {"type": "ray", "workers": 1, "threads": 1}, method="linear"),
+                      [task]) as runner:
+        remote = {r.key: r for r in runner.evaluate(cands)}
+    assert set(remote) == set(local) and all(r.ok for r in [*remote.values(), *local.values()])
+    for key, r in remote.items():
+        assert r.objectives == pytest.approx(local[key].objectives, rel=1e-6, abs=0), key
