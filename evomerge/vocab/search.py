@@ -44,11 +44,9 @@ def worker_sources(config: Any, space: Any | None = None) -> tuple[str | None, l
         from evomerge.study.study import build_space
 
         space = build_space(config)
-    methods = getattr(space, "methods", None)
-    if methods is not None and hasattr(space, "uses_base"):
-        with_base = {m.name: bool(space.uses_base(m)) for m in methods}
-    else:
-        with_base = {"x0": space.decode(space.x0()).base_model is not None}
+    if not hasattr(space, "uses_base"):  # not a parameter space: its recipes keep the base (or use data flow)
+        return base, models
+    with_base = {m.name: bool(space.uses_base(m)) for m in space.methods}
     if all(with_base.values()):
         return base, models
     if any(with_base.values()):

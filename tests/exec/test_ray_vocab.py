@@ -13,12 +13,14 @@ import yaml
 
 from evomerge.errors import ConfigError
 from evomerge.exec.base import Candidate
+from evomerge.exec.ray_runner import RayRunner
 from evomerge.exec.shared_sources import pack, source_paths, unpack
 from evomerge.fitness import load_task
 from evomerge.materialize.inplace import ResidentSources, materialize_into
 from evomerge.recipe.tokenizer import TokenizerSpec
 from evomerge.study.config import RunConfig
 from evomerge.study.study import build_runner, build_space
+from evomerge.vocab.search import worker_sources
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "vocab"))
 from vocab_family import build_family
@@ -103,3 +105,23 @@ def test_packed_sources_refuse_a_node_whose_tokenizer_files_give_another_vocabul
     state["vocabulary"] = "0" * 32  # what another node's tokenizer files would give
     with pytest.raises(ConfigError, match="merged vocabulary built here .* differs"):
         unpack(state, source_paths(str(family["base"]), models))
+
+
+@pytest.mark.slow
+def test_unshared_ray_workers_with_a_method_that_ignores_the_base_score_what_the_local_runner_scores(
+        local_ray, family, tmp_path):
+    task = load_task(family["task"])
+    local_config = _config(family, tmp_path, {"type": "local"}, method="linear")
+    cands = _candidates(local_config, 3)
+    assert all(c.recipe.base_model is None for c in cands)  # the fine-tunes alone, in their own union
+    local = {r.key: r for r in build_runner(local_config, [task]).evaluate(cands)}
+    base, models = worker_sources(local_config)
+    assert base is None and models == [str(family["chat"]), str(family["tool"])]
+    # each worker reads its own sources (as GPU workers do) and builds the merged vocabulary itself
+    with RayRunner(base=base, models=models, tasks=[task], workers=1, threads=1, share_sources=False,
+                   tokenizer=local_config.sources.tokenizer) as runner:
+        remote = {r.key: r for r in runner.evaluate(cands)}
+        assert not runner.worker_states()[0].shared_sources
+    assert set(remote) == set(local) and all(r.ok for r in [*remote.values(), *local.values()])
+    for key, r in remote.items():
+        assert r.objectives == pytest.approx(local[key].objectives, rel=1e-6, abs=0), key
