@@ -11,6 +11,7 @@ path (same plan, same inputs, same method calls).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -203,20 +204,20 @@ class ResidentSources:
         if kind is None or task.base is None:
             return None
         out: list[SourceNorm | None] = []
+        missing: list[tuple[int, tuple[str, str, type], torch.Tensor]] = []
+        planned = 0
         for ref, delta in zip(task.sources, deltas, strict=True):
-            key = (ref.model, ref.name)
-            if self.tiers.get(key) != "device" or ref.model == self.base_model:
-                out.append(None)
+            key = (ref.model, ref.name, kind)
+            out.append(self._orders.get(key))
+            if out[-1] is not None or self.tiers.get(key[:2]) != "device" or ref.model == self.base_model:
                 continue
-            table = self._orders.get((*key, kind))
-            if table is None:
-                need = kind.planned_nbytes(tuple(delta.shape))
-                if self._budget is not None and self.nbytes + self.order_bytes + need > self._budget:
-                    out.append(None)  # no room: the plain selection, same mask
-                    continue
-                table = self._orders[(*key, kind)] = kind(delta)
-                self.order_bytes += table.nbytes
-            out.append(table)
+            need = kind.planned_nbytes(tuple(delta.shape))
+            if self._budget is None or self.nbytes + self.order_bytes + planned + need <= self._budget:
+                missing.append((len(out) - 1, key, delta))  # else no room: the plain selection, same result
+                planned += need
+        for (i, key, _), table in zip(missing, _build_tables(kind, [delta for _, _, delta in missing]), strict=True):
+            out[i] = self._orders[key] = table
+            self.order_bytes += table.nbytes
         return out
 
     def give_back(self, pooled: list[torch.Tensor]) -> None:
@@ -349,6 +350,15 @@ def materialize_into(model: torch.nn.Module, recipe: Recipe, resident: ResidentS
                     resident.give_back(pooled)  # written: nothing reads these buffers any more
         landing.finish()
     return plan
+
+
+def _build_tables(kind: type[SourceNorm], deltas: list[torch.Tensor]) -> list[SourceNorm]:
+    """``kind(delta)`` for each task vector; for large CPU tensors one per thread (a bucketing or a row sort per
+    source, the GIL released), as the sparsifiers run: a first candidate builds every source's table at once."""
+    if len(deltas) < 2 or deltas[0].device.type != "cpu" or deltas[0].numel() < 1 << 20:
+        return [kind(delta) for delta in deltas]
+    with ThreadPoolExecutor(max_workers=min(len(deltas), os.cpu_count() or 1)) as pool:
+        return list(pool.map(kind, deltas))
 
 
 def _round_to(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
