@@ -11,6 +11,7 @@ path (same plan, same inputs, same method calls).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -246,28 +247,29 @@ class ResidentSources:
         if kind is None or task.base is None:
             return None
         out: list[SourceNorm | None] = []
+        missing: list[tuple[int, tuple[str, str, type], torch.Tensor]] = []
+        planned: dict[int, int] = {}  # bytes of the tables about to be built, per device
         for ref, delta in zip(task.sources, deltas, strict=True):
-            key = (ref.model, ref.name)
-            if self.tiers.get(key) != "device" or ref.model == self.base_model:
-                out.append(None)
+            key = (ref.model, ref.name, kind)
+            out.append(self._orders.get(key))
+            if out[-1] is not None or self.tiers.get(key[:2]) != "device" or ref.model == self.base_model:
                 continue
-            table = self._orders.get((*key, kind))
-            if table is None:
-                if not self._room_for_table(ref.name, kind.planned_nbytes(tuple(delta.shape))):
-                    out.append(None)  # no room: the plain selection, same mask
-                    continue
-                table = self._orders[(*key, kind)] = kind(delta)
-                self.order_bytes += table.nbytes
-                self._device_used[self.placement.get(ref.name, 0)] += table.nbytes
-            out.append(table)
+            need = kind.planned_nbytes(tuple(delta.shape))
+            device = self.placement.get(ref.name, 0)
+            if self._room_for_table(device, planned.get(device, 0) + need):
+                missing.append((len(out) - 1, key, delta))  # else no room: the plain selection, same result
+                planned[device] = planned.get(device, 0) + need
+        for (i, key, _), table in zip(missing, _build_tables(kind, [delta for _, _, delta in missing]), strict=True):
+            out[i] = self._orders[key] = table
+            self.order_bytes += table.nbytes
+            self._device_used[self.placement.get(key[1], 0)] += table.nbytes
         return out
 
-    def _room_for_table(self, name: str, need: int) -> bool:
-        """Whether the budget (the tensor's own device's, on a split worker) has room for a source-only table."""
+    def _room_for_table(self, device: int, need: int) -> bool:
+        """Whether the budget (that of device ``device``, on a split worker) has room for ``need`` more table bytes."""
         if self._device_budgets is not None:
-            index = self.placement.get(name, 0)
-            cap = self._device_budgets[index]
-            return cap is None or self._device_used[index] + need <= cap
+            cap = self._device_budgets[device]
+            return cap is None or self._device_used[device] + need <= cap
         return self._budget is None or self.nbytes + self.order_bytes + need <= self._budget
 
     def give_back(self, pooled: list[torch.Tensor]) -> None:
@@ -402,6 +404,15 @@ def materialize_into(model: torch.nn.Module, recipe: Recipe, resident: ResidentS
                     resident.give_back(pooled)  # written: nothing reads these buffers any more
         landing.finish()
     return plan
+
+
+def _build_tables(kind: type[SourceNorm], deltas: list[torch.Tensor]) -> list[SourceNorm]:
+    """``kind(delta)`` for each task vector; for large CPU tensors one per thread (a bucketing or a row sort per
+    source, the GIL released), as the sparsifiers run: a first candidate builds every source's table at once."""
+    if len(deltas) < 2 or deltas[0].device.type != "cpu" or deltas[0].numel() < 1 << 20:
+        return [kind(delta) for delta in deltas]
+    with ThreadPoolExecutor(max_workers=min(len(deltas), os.cpu_count() or 1)) as pool:
+        return list(pool.map(kind, deltas))
 
 
 def _round_to(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

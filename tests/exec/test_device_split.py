@@ -144,7 +144,7 @@ def test_ties_order_tables_count_against_their_own_devices_budget(split_family):
         budget=[held_on_0, None])
     assert set(resident.tiers.values()) == {"device"}
     materialize_into(worker.model, _recipe(split_family, "ties"), resident)
-    ordered = {placement[name] for (_, name) in resident._orders}
+    ordered = {placement[name] for (_, name, _) in resident._orders}
     assert ordered == {1}
 
 

@@ -99,6 +99,8 @@ def test_a_table_given_another_tensor_is_refused():
         MagnitudeOrder(delta).band_mask(delta[:10], 1, 1)
     with pytest.raises(MergeError, match="another tensor"):
         RowRanks(delta).keep_probabilities(delta[:, :5], 0.5, 0.1)
+    with pytest.raises(MergeError, match="another tensor"):  # same size, other rows: other ranks
+        RowRanks(delta).keep_probabilities(delta.reshape(400, 300), 0.5, 0.1)
 
 
 @pytest.mark.parametrize("method,params", [

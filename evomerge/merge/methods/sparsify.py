@@ -360,6 +360,12 @@ class RowRanks(SourceNorm):
     def nbytes(self) -> int:
         return 0 if self.ranks is None else self.ranks.numel() * self.ranks.element_size()
 
+    def check(self, delta: torch.Tensor) -> None:
+        """Ranks are per row: the shape must be the one they were built for, not only the size."""
+        if delta.shape != self.shape:
+            raise MergeError(f"row ranks built for a tensor of shape {tuple(self.shape)} were given one of shape "
+                             f"{tuple(delta.shape)}: they belong to another tensor")
+
     def keep_probabilities(self, delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
         """``della_keep_probabilities(delta, density, epsilon)`` for the task vector these ranks were built from."""
         self.check(delta)
