@@ -59,19 +59,20 @@ class RaceRequest:
 
     # ---- the decision ----------------------------------------------------------------------------------------
     def decide(self, stage: int, scored: dict[str, tuple[np.ndarray, np.ndarray]], sizes: dict[str, int],
-               objectives: dict[str, float]) -> str | None:
+               objectives: dict[str, float], history: list[float] | None = None) -> str | None:
         """After stage ``stage`` (not the last): a one-line reason to stop the candidate, or None to go on.
 
-        ``scored``: per task, (example indices scored so far, their scores).
+        ``scored``: per task, (example indices scored so far, their scores); ``history``: the running
+        scalarised score after each stage so far (the median rule compares the best of them, as Optuna does).
         """
         if self.rule == "bound":
             return self._bound(stage, scored, sizes)
-        if self.rule in ("median", "successive_halving", "hyperband"):
+        if self.rule == "median":
             threshold = self.thresholds.get(stage)
-            value = self.scalar_value(objectives)
-            if threshold is not None and value < threshold:
-                return (f"{self.rule}: running score {value:.6g} after stage {stage + 1} of {len(self.stages)} is "
-                        f"below the pruner's threshold {threshold:.6g}")
+            best = max(history) if history else self.scalar_value(objectives)
+            if threshold is not None and best < threshold:
+                return (f"median: best running score {best:.6g} after stage {stage + 1} of {len(self.stages)} is "
+                        f"below the median of the fully scored trials at that stage ({threshold:.6g})")
         return None
 
     def _delta(self) -> float:

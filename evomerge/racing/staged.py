@@ -45,6 +45,7 @@ def evaluate_staged(tasks: Sequence[FitnessTask], model: Any, tokenizer: Any, sp
     done = dict.fromkeys(sizes, 0)
     refs = [r.number for r in request.references]  # recorded: what the candidate was raced against
     intermediate: list[list[float]] = []
+    history: list[float] = []  # the running scalarised score after each stage
     objectives: dict[str, float] = {}
     seconds: list[float] = []
     for stage in range(len(request.stages)):
@@ -77,9 +78,10 @@ def evaluate_staged(tasks: Sequence[FitnessTask], model: Any, tokenizer: Any, sp
                   for t in tasks}
         examples = sum(done.values())
         intermediate.append([examples, request.running_value(objectives)])
+        history.append(request.scalar_value(objectives))
         if stage == len(request.stages) - 1:
             break
-        reason = request.decide(stage, scored, sizes, objectives)
+        reason = request.decide(stage, scored, sizes, objectives, history)
         if reason is not None:
             indices = {n: np.sort(idx) for n, (idx, _) in scored.items()}
             return StagedOutcome(

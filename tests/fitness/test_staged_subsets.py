@@ -116,3 +116,8 @@ def test_racing_is_refused_for_kinds_whose_objective_is_not_a_mean_or_whose_rang
     with pytest.raises(ConfigError, match="runner type 'function' has no fitness tasks"):
         check_racing(_Cfg("bound", runner="function"), obj, [ppl], True)
     check_racing(_Cfg("none"), obj, [ppl], True)  # racing off: nothing to refuse
+    check_racing(_Cfg("median"), obj, [ppl], True)  # the median rule needs no range
+    with pytest.raises(ConfigError, match="racing.rule successive_halving: Optuna keeps its rungs"):
+        check_racing(_Cfg("successive_halving"), obj, [ppl], True)
+    with pytest.raises(ConfigError, match="racing.rule median: Optuna's pruners are single-objective"):
+        check_racing(_Cfg("median"), obj, [ppl], False)
