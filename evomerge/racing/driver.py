@@ -39,11 +39,12 @@ def check_racing(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
         refusal = getattr(task, "race_refusal", "it does not support scoring a subset of its examples")
         if refusal is not None or not hasattr(task, "size"):
             raise ConfigError(f"racing: task '{task.name}' (kind {kind}) cannot be scored in stages: {refusal}")
-        if rc.rule == "bound" and getattr(task, "score_range", None) is None and task.size("train") > 1:
+        if rc.rule == "bound" and rc.test == "bernstein_serfling" and getattr(task, "score_range", None) is None \
+                and task.size("train") > 1:
             hint = " (declare score_range: [low, high] in the task)" if kind == "python" else ""
             raise ConfigError(f"racing.rule bound: task '{task.name}' (kind {kind}) has no known range of its "
-                              f"per-example scores, which the bound needs{hint}; use rule median, "
-                              "successive_halving or hyperband instead")
+                              f"per-example scores, which the Bernstein-Serfling bound needs{hint}; use "
+                              "test: normal or rule: median instead")
     if rc.rule in PRUNER_RULES:
         if not scalarized:
             raise ConfigError(f"racing.rule {rc.rule}: Optuna's pruners are single-objective; with several "
@@ -108,4 +109,4 @@ def race_request(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
         thresholds = median_thresholds(pool_list, steps, lambda v: sign * v)
         refs = []
     return RaceRequest(rule=rc.rule, stages=list(rc.stages), confidence=rc.confidence, order_seed=int(seed),
-                       terms=terms, scalar=scalarized, references=refs, thresholds=thresholds)
+                       terms=terms, scalar=scalarized, references=refs, thresholds=thresholds, test=rc.test)

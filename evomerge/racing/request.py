@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evomerge.racing.bound import mean_lower_bound, mean_upper_bound
+from evomerge.racing.bound import mean_lower_bound, mean_upper_bound, normal_variance, z_quantile
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class RaceRequest:
     references: list[Reference] = field(default_factory=list)
     # pruner rules: per stage index, the running scalar a candidate must reach to go on (computed by the driver)
     thresholds: dict[int, float] = field(default_factory=dict)
+    test: str = "bernstein_serfling"  # rule bound: bernstein_serfling | normal (see evomerge.racing.bound)
 
     def scalar_value(self, objectives: dict[str, float]) -> float:
         """The scalarised score (larger is better), as the Study computes it."""
@@ -76,9 +77,22 @@ class RaceRequest:
         return None
 
     def _delta(self) -> float:
-        """The per-test error: 1 − confidence shared (union bound) by every stage, task and reference tested."""
-        tests = max(1, len(self.stages) - 1) * len(self.terms) * (1 if self.scalar else max(1, len(self.references)))
+        """The per-test error: 1 − confidence shared (union bound) by every stage, task and reference tested
+        (the normal test bounds the scalarised score in one test per stage)."""
+        per_stage = 1 if self.scalar and self.test == "normal" else len(self.terms)
+        tests = max(1, len(self.stages) - 1) * per_stage * (1 if self.scalar else max(1, len(self.references)))
         return (1.0 - self.confidence) / tests
+
+    def _normal_upper(self, terms: list[tuple[Term, float]], ref: Reference,
+                      scored: dict[str, tuple[np.ndarray, np.ndarray]], sizes: dict[str, int], delta: float) -> float:
+        """Upper bound of Σ coef × (full-split mean difference) under the normal approximation (independent tasks)."""
+        mean, var = 0.0, 0.0
+        for term, coef in terms:
+            idx, scores = scored[term.task]
+            d = scores - ref.per_example[term.task][idx]
+            mean += coef * float(d.mean())
+            var += coef * coef * normal_variance(d, sizes[term.task])
+        return mean + z_quantile(delta) * math.sqrt(var) if math.isfinite(var) else math.inf
 
     def _difference_bound(self, term: Term, ref: Reference, scored: dict[str, tuple[np.ndarray, np.ndarray]],
                           sizes: dict[str, int], coef: float, delta: float) -> float:
@@ -102,15 +116,24 @@ class RaceRequest:
         seen = sum(len(scored[t.task][0]) for t in self.terms)
         if self.scalar:
             ref = self.references[0]
-            upper = sum(self._difference_bound(t, ref, scored, sizes, t.weight * t.sign * t.pe_sign, delta)
-                        for t in self.terms)
+            if self.test == "normal":
+                upper = self._normal_upper([(t, t.weight * t.sign * t.pe_sign) for t in self.terms], ref, scored,
+                                           sizes, delta)
+            else:
+                upper = sum(self._difference_bound(t, ref, scored, sizes, t.weight * t.sign * t.pe_sign, delta)
+                            for t in self.terms)
             if upper < 0:
-                return (f"bound: after {seen} examples the {self.confidence:g}-confidence upper bound of the "
-                        f"full-split score minus trial {ref.number}'s is {upper:.4g} < 0")
+                return (f"bound ({self.test}): after {seen} examples the {self.confidence:g}-confidence upper "
+                        f"bound of the full-split score minus trial {ref.number}'s is {upper:.4g} < 0")
             return None
         for ref in self.references:
-            uppers = [self._difference_bound(t, ref, scored, sizes, t.sign * t.pe_sign, delta) for t in self.terms]
+            if self.test == "normal":
+                uppers = [self._normal_upper([(t, t.sign * t.pe_sign)], ref, scored, sizes, delta) for t in self.terms]
+            else:
+                uppers = [self._difference_bound(t, ref, scored, sizes, t.sign * t.pe_sign, delta)
+                          for t in self.terms]
             if all(u <= 0 for u in uppers) and any(u < 0 for u in uppers):
-                return (f"bound: after {seen} examples trial {ref.number} dominates it at {self.confidence:g} "
-                        f"confidence (upper bounds of the differences {', '.join(f'{u:.4g}' for u in uppers)})")
+                shown = ", ".join(f"{u:.4g}" for u in uppers)
+                return (f"bound ({self.test}): after {seen} examples trial {ref.number} dominates it at "
+                        f"{self.confidence:g} confidence (upper bounds of the differences {shown})")
         return None

@@ -60,7 +60,7 @@ def test_pruned_trials_are_recorded_with_their_stage_partial_scores_and_intermed
         stage = t.user_attrs["stage"]
         assert stage < 3 and t.user_attrs["examples_scored"] == steps[stage]
         assert sorted(t.intermediate_values) == steps[: stage + 1]
-        assert t.user_attrs["racing"].startswith("bound: after") and t.values is None
+        assert t.user_attrs["racing"].startswith("bound (bernstein_serfling): after") and t.values is None
         # independent truth: the same candidate scored in one full pass, read at the indices recorded
         from evomerge.recipe.model import Recipe
 
