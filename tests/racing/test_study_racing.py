@@ -103,3 +103,16 @@ def test_tpe_is_told_pruned_trials_with_their_intermediate_values(tmp_path):
         assert sorted(s.name for s in states) == sorted(t.state.name for t in recorded.values())
     finally:
         study.close()
+
+
+def test_a_pruned_trial_cannot_be_exported_as_if_it_were_scored(cma_run, tmp_path):
+    from evomerge.errors import ConfigError
+    from evomerge.export.run import export_run
+
+    study, summary, _ = cma_run
+    n = next(r.number for r in study.store.records() if r.status == "pruned")
+    with pytest.raises(ConfigError, match=f"trial {n} was stopped by racing after"):
+        export_run(study.run_dir, tmp_path / "out", trials=[n])
+    assert not (tmp_path / "out").exists()
+    report = export_run(study.run_dir, tmp_path / "front")  # the front: fully scored trials only
+    assert {t.number for t in report.trials} == set(summary.front)
