@@ -116,3 +116,20 @@ def test_a_pruned_trial_cannot_be_exported_as_if_it_were_scored(cma_run, tmp_pat
     assert not (tmp_path / "out").exists()
     report = export_run(study.run_dir, tmp_path / "front")  # the front: fully scored trials only
     assert {t.number for t in report.trials} == set(summary.front)
+
+
+def test_a_redirected_run_logs_a_pruned_trial_as_pruned_not_failed():
+    import io
+
+    from rich.console import Console
+
+    from evomerge.exec.base import EvalResult
+    from evomerge.study.display import trial_lines
+    from evomerge.study.study import Progress
+
+    buf = io.StringIO()
+    update = trial_lines(Console(file=buf, width=200), 10, every_s=0.0)
+    last = EvalResult(key="k", status="pruned", objectives={"a": 0.1}, racing={"examples_scored": 91})
+    update(Progress(done=3, budget=10, best=0.8, elapsed_s=3.0, wall_budget_s=None, failed=0, last=last,
+                    last_trial=2, last_score=None))
+    assert "trial 2: score pruned after 91 examples · best 0.8" in buf.getvalue()
