@@ -230,7 +230,7 @@ class RemoteStudy:
             if free:
                 matched.add(free[0])
             elif key in finished_by_key:
-                strategy.tell([g], [self.study._strategy_value(finished_by_key[key])])
+                self.study._tell([g], finished_by_key[key])  # a pruned one as pruned
                 changed = True
             else:
                 matched.add(self._begin(g))
@@ -293,7 +293,7 @@ class RemoteStudy:
         for g in genomes:
             done = finished_by_key.get(genome_key(g))
             if done is not None:  # the same genome was scored before: reuse it, as the Study does
-                strategy.tell([g], [self.study._strategy_value(done)])
+                self.study._tell([g], done)
             else:
                 fresh.append(g)
         self.study.save_checkpoint()  # the pending genomes are durable before any trial id exists
