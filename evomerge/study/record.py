@@ -86,6 +86,8 @@ def racing_attrs(result: EvalResult) -> dict[str, Any]:
     if result.status in ("ok", "pruned"):
         out["examples_scored"] = int(result.racing.get("examples_scored",
                                                        sum(len(v) for v in result.per_example.values())))
+    if "references" in result.racing:  # the fully scored trials it was raced against
+        out["race_references"] = [int(n) for n in result.racing["references"]]
     if result.status == "pruned":
         out["stage"] = int(result.racing["stage"])
         out["racing"] = str(result.racing["reason"])
@@ -158,7 +160,10 @@ class TrialStore:
         for k, v in json.loads(json.dumps(attrs)).items():
             self.storage.set_trial_user_attr(trial_id, k, v)
         ok = result.ok and all(n in result.objectives for n in self.objective_names)
-        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE if ok else TrialState.FAIL,
+        for step, value in result.racing.get("intermediate", []):
+            self.storage.set_trial_intermediate_value(trial_id, int(step), float(value))
+        state = TrialState.COMPLETE if ok else TrialState.PRUNED if result.status == "pruned" else TrialState.FAIL
+        self.storage.set_trial_state_values(trial_id, state,
                                             [result.objectives[n] for n in self.objective_names] if ok else None)
         return ok
 
