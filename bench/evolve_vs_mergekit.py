@@ -135,7 +135,8 @@ def run_mergekit(python: str, work: Path, task_yaml: Path, evals: int, threads: 
             str(task_yaml.parent), "--no-save-final-model", "--no-wandb", "--random-seed", "0"]
     t0 = time.perf_counter()
     proc = subprocess.run([python, "-c", MERGEKIT_DRIVER, str(times_file), str(threads), *args],
-                          env=offline_env(work, threads), capture_output=True, text=True)
+                          env=offline_env(work, threads), capture_output=True, text=True,
+                          cwd=work)  # cma.fmin2 writes its outcmaes/ folder into the working directory
     wall = time.perf_counter() - t0
     if not times_file.is_file() or proc.returncode != 0:
         sys.exit(f"mergekit-evolve failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
