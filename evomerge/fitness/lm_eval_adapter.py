@@ -6,7 +6,7 @@ rolling log-likelihood windows, ``until`` stop sequences, chat templates and
 multi-turn few-shot, truncation) is lm-eval's, and the scores equal ``lm_eval --model
 hf`` on the same checkpoint. What depends only on the task is built once per worker:
 the task index (for a registered task it walks lm-eval's ~14,000 YAML files; a local YAML is
-looked up in its own folder), the loaded task and its
+looked up in its own folder), the loaded task, its requests (contexts with their few-shot examples) and its
 documents, and the HFLM wrapper (the worker's model is updated in place).
 
 Per-example scores: lm-eval logs one sample per document *per filter*; the adapter
@@ -16,6 +16,7 @@ which in the result's details.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -80,6 +81,30 @@ def _load_task_dict(task_name: str, include: str | None) -> dict[str, Any]:
     return TaskManager(include_path=include, verbosity="ERROR").load([task_name])
 
 
+def _keep_requests(task: Any) -> None:
+    """lm-eval's ``evaluate`` rebuilds every request of a task (each document's Jinja templates, its few-shot
+    draw) for each candidate, though they depend only on the task and the options (the few-shot seed is
+    reset per candidate, so every rebuild is the same): the first build is kept, and each later call gets
+    fresh copies of its instances with empty responses. Kept per options and per lm-eval model object."""
+    build = task.build_all_requests
+    kept: dict[str, list[Any]] = {}
+
+    def fresh(instances: list[Any]) -> list[Any]:
+        return [dataclasses.replace(inst, resps=[], filtered_resps={}) for inst in instances]
+
+    def build_all_requests(**kwargs: Any) -> None:
+        chat = kwargs.get("chat_template")
+        key = repr(sorted((k, repr(v)) for k, v in kwargs.items() if k != "chat_template"))
+        key += f"|chat={id(getattr(chat, '__self__', chat)) if chat is not None else None}"
+        if key not in kept:
+            build(**kwargs)
+            kept.clear()  # one set of options per worker in practice; never grow with candidates
+            kept[key] = fresh(task._instances)
+        task._instances = fresh(kept[key])
+
+    task.build_all_requests = build_all_requests
+
+
 class _Loaded:
     """One split's lm-eval task dict, with the metric and filter the objective reads."""
 
@@ -91,6 +116,8 @@ class _Loaded:
         self.tasks: dict[str, Any] = dict(self.task_dict["tasks"])
         if not self.tasks:
             raise FitnessError(f"task '{name}': lm-eval task '{task_name}' has no subtasks")
+        for task in self.tasks.values():
+            _keep_requests(task)
         for task in self.tasks.values():  # simple_evaluate's num_fewshot rules, applied once
             if spec.num_fewshot is not None:
                 if task.get_config("num_fewshot") != 0:

@@ -184,7 +184,11 @@ class RunConfig(_Strict):
         data = self.model_dump()
         if self.sources is not None:
             data["sources"] = {"base": absolute(self.sources.base),
-                               "models": [absolute(m) for m in self.sources.models]}
+                               "models": [absolute(m) for m in self.sources.models],
+                               "tokenizer": data["sources"]["tokenizer"]}  # kept: it was dropped here before
+            tok = data["sources"]["tokenizer"]
+            if tok is not None and tok["source"] not in ("base", "union"):
+                tok["source"] = absolute(tok["source"])
         data["objectives"] = [{**o, "task": absolute(o["task"])} for o in data["objectives"]]
         data["baselines"] = [{**b, "recipe": _recipe_paths_resolved(b["recipe"])} for b in data["baselines"]]
         if isinstance(self.space, str):

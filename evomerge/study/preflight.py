@@ -30,6 +30,8 @@ def preflight(config: RunConfig, space: Any, tasks: list[Any]) -> None:
     """Check the built ``space`` and ``tasks`` of a resolved ``config`` against what scoring will need."""
     if config.runner.type in ("local", "ray") and config.runner.target is None:
         check_first_recipe(space)
+        if config.sources is not None:
+            check_chat_templates(config.sources, tasks)
     if config.runner.type == "local" and config.runner.worker_devices() and space.decode(space.x0()).layer_path:
         raise ConfigError(f"runner.gpus_per_worker: {config.runner.gpus_per_worker:g} splits the worker over several "
                           "GPUs, but this space's recipes are data-flow paths (layer_path), which run on one device "
@@ -66,6 +68,51 @@ def check_first_recipe(space: Any) -> None:
             ckpt.close()
 
 
+def scoring_tokenizer_folder(sources: Any) -> Path:
+    """The folder whose tokenizer the workers score with: the base's (or the first model's), or the model
+    that mergekit's ``tokenizer: {source: ...}`` names (base and union keep the base's chat template)."""
+    from evomerge.materialize.plan import model_key
+    from evomerge.vocab.build import model_folder
+
+    spec = sources.tokenizer
+    if spec is not None and spec.source not in ("base", "union"):
+        return model_folder(model_key(spec.source))
+    return model_folder(sources.base or sources.models[0])
+
+
+def _asks_for_the_tokenizer_template(task: Any) -> str | None:
+    """The key by which a task asks for the tokenizer's own chat template, if it does."""
+    if getattr(task, "kind", None) == "lm_eval":
+        return "apply_chat_template" if task.spec.apply_chat_template is True else None
+    fmt = getattr(getattr(task, "prompts", None), "fmt", None)
+    return "chat_template" if fmt is not None and fmt.chat_template is True else None
+
+
+def check_chat_templates(sources: Any, tasks: list[Any]) -> None:
+    """A task asking for the tokenizer's chat template needs a scoring tokenizer that has one: checked here,
+    with the check the workers run, so the run stops before its folder and budget, not when workers start."""
+    asking = [(t, key) for t in tasks if (key := _asks_for_the_tokenizer_template(t))]
+    if not asking:
+        return  # no tokenizer is loaded for runs that do not need one
+    from transformers import AutoTokenizer
+
+    from evomerge.fitness import check_tokenizer
+
+    folder = scoring_tokenizer_folder(sources)
+    tokenizer = None  # as the workers' load_model: no tokenizer files, no tokenizer (and no template)
+    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for unloadable folders
+            raise ConfigError(f"{folder}: cannot load its tokenizer, which task '{asking[0][0].name}' needs for "
+                              f"its chat template ({exc})") from None
+    check_tokenizer([t for t, key in asking if key == "chat_template"], tokenizer, str(folder))
+    if not getattr(tokenizer, "chat_template", None):
+        task = next(t for t, key in asking if key == "apply_chat_template")
+        raise FitnessError(f"task '{task.name}' asks for apply_chat_template: true, but the tokenizer of {folder} "
+                           "has no chat template")
+
+
 def check_dataflow_models(models: list[str]) -> None:
     """A layer path needs models of one architecture whose layer paths fold exactly (the routed model's rule)."""
     from evomerge.io.json_object import read_json_object
@@ -94,6 +141,9 @@ def check_lm_eval_names(task: Any) -> None:
 
     managers: dict[str | None, Any] = {}
     for split, (name, include) in task.refs.items():
+        if include is not None and name in TaskManager(include_path=include, include_defaults=False,
+                                                       verbosity="ERROR").all_tasks:
+            continue  # a local YAML, found in its own folder (as the adapter loads it) without lm-eval's index
         if include not in managers:
             managers[include] = TaskManager(include_path=include, verbosity="ERROR")
         known = managers[include].all_tasks

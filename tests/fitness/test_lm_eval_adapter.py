@@ -240,7 +240,15 @@ def test_the_task_is_built_once_per_worker(cli_setup, write_task, offline):
     task = _adapter(write_task, tasks, "evm_gen")
     first = task.evaluate(model, tok)
     loaded, lm = task._loaded["train"], task._lm
+    (lm_task,) = loaded.tasks.values()
+    first_requests = [(r.arguments, r.doc_id, r.idx) for r in lm_task.instances]
+
+    def rebuilt(*args, **kwargs):
+        raise AssertionError("a request was built again for the second candidate")
+
+    lm_task.fewshot_context = rebuilt  # the requests of the first evaluation are kept, not rendered again
     second = task.evaluate(model, tok)
+    assert [(r.arguments, r.doc_id, r.idx) for r in lm_task.instances] == first_requests
     assert task._loaded["train"] is loaded and task._lm is lm
     overhead = second.seconds - second.details["seconds_lm_eval"]  # everything but lm-eval's own scoring
     assert overhead < 0.1 * second.details["seconds_lm_eval"], (overhead, second.details["seconds_lm_eval"])
