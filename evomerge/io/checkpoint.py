@@ -66,8 +66,9 @@ class TensorInfo:
 
     @property
     def itemsize(self) -> int:
-        """Bytes per element."""
-        return ITEMSIZE[self.dtype_name]
+        """Bytes per element (from torch for a pickled dtype outside the safetensors table)."""
+        size = ITEMSIZE.get(self.dtype_name)
+        return size if size is not None else self.dtype.itemsize
 
     @property
     def is_floating(self) -> bool:
