@@ -137,8 +137,7 @@ def recipe_export(
 @recipe_app.command("check")
 def recipe_check(config: Annotated[Path, typer.Argument(help="Recipe to validate against its models.")]) -> None:
     """Validate a recipe and plan it against its models' indexes, reading no weights."""
-    from evomerge.materialize.plan import plan_merge
-    from evomerge.materialize.streaming import open_checkpoints
+    from evomerge.materialize.plan import open_checkpoints, plan_merge
     from evomerge.recipe.model import Recipe
 
     recipe = Recipe.load(config)

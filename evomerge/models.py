@@ -17,22 +17,11 @@ from evomerge.io.json_object import read_json_object
 
 
 def checkpoint_dtype(path: str | Path) -> torch.dtype:
-    """The floating dtype a checkpoint's weights are stored in, from its header (mergekit's output rule).
+    """The floating dtype a checkpoint's weights are stored in, from its header (mergekit's output rule;
+    `evomerge.model_dtype.checkpoint_dtype_name` without torch)."""
+    from evomerge.model_dtype import checkpoint_dtype_name
 
-    The first floating tensor decides (a quantized or integer buffer does not);
-    a checkpoint with none is float32.
-    """
-    from evomerge.io.checkpoint import Checkpoint
-
-    ckpt = Checkpoint.open(path)
-    try:
-        for name in ckpt.names:
-            dtype = ckpt.info(name).dtype
-            if dtype.is_floating_point and dtype.itemsize >= 2:
-                return dtype
-    finally:
-        ckpt.close()
-    return torch.float32
+    return getattr(torch, checkpoint_dtype_name(path))
 
 
 def resolve_model_dtype(setting: str | torch.dtype, template: str | Path) -> torch.dtype:
@@ -42,11 +31,9 @@ def resolve_model_dtype(setting: str | torch.dtype, template: str | Path) -> tor
     scores exactly the bf16 checkpoint it exports, and holds half the memory of
     a float32 instance. Merge arithmetic stays float32 per tensor either way.
     """
-    from evomerge.io.dtypes import parse_dtype
+    from evomerge.model_dtype import model_dtype_name
 
-    if isinstance(setting, str) and setting.strip().lower() == "auto":
-        return checkpoint_dtype(template)
-    return parse_dtype(setting)
+    return getattr(torch, model_dtype_name(str(setting), template))
 
 
 def model_type(path: str | Path) -> str | None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evomerge.errors import ConfigError
+from evomerge.io.dtype_table import ITEMSIZE, dtype_name, torch_dtype
 
 DEVICE, HOST, FILES = "device", "host", "files"
 TIER_LABEL = {DEVICE: "device", HOST: "pinned host", FILES: "memory-mapped files"}
@@ -46,6 +47,59 @@ def human(n: float) -> str:
             return f"{n / scale:.3g} {unit}"
     return f"{int(n)} B"
 
+
+
+def proc_kib(path: str, keys: tuple[str, ...]) -> int:
+    """Sum of the ``key: N kB`` lines of a /proc file."""
+    total = 0
+    with open(path) as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in keys:
+                total += int(rest.split()[0])
+    return total
+
+
+def host_available_bytes() -> int:
+    """The machine's available RAM (psutil, else Linux's /proc/meminfo); no torch needed."""
+    try:
+        import psutil
+    except ImportError:  # psutil is a dev dependency; Linux says the same in /proc
+        return proc_kib("/proc/meminfo", ("MemAvailable",)) * 1024
+    return int(psutil.virtual_memory().available)
+
+
+def gpu_driver_present() -> bool:
+    """Whether this machine can have a GPU for torch to measure: an NVIDIA (or ROCm, or WSL) device node.
+
+    Checked before importing torch, so that `evomerge plan` on a machine without GPUs refuses in a fraction
+    of a second instead of spending seconds importing torch to learn that there is none.
+    """
+    dev = Path("/dev")
+    return any(dev.glob("nvidia[0-9]*")) or (dev / "kfd").exists() or (dev / "dxg").exists()
+
+
+def measured_device_memory(where: str) -> int:
+    """The total memory of this machine's first GPU as torch sees it (CUDA_VISIBLE_DEVICES, MIG slices);
+    ConfigError naming ``where`` when there is none. Imports torch only when a GPU driver is present."""
+    refusal = f"{where} puts workers on GPUs; give --device-memory (e.g. 80GiB), this machine has none to measure"
+    if not gpu_driver_present():
+        raise ConfigError(refusal)
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(refusal)
+    return int(torch.cuda.mem_get_info()[1])
+
+
+def source_paths(base: str | None, models: Sequence[str]) -> dict[str, str]:
+    """Resident key → path, as ``ResidentSources.from_paths`` keys them (the base last unless it is a model)."""
+    from evomerge.materialize.plan import model_key
+
+    keys = {model_key(p): str(p) for p in models}
+    if base is not None:
+        keys.setdefault(model_key(base), str(base))
+    return keys
 
 @dataclass(frozen=True)
 class Slot:
@@ -84,7 +138,6 @@ def place(slots: Sequence[Slot], capacities: Sequence[tuple[str, int]],
 
 def source_slots(base: str | None, models: Sequence[str], storage_itemsize: int) -> list[Slot]:
     """Every source tensor, the base's first (every candidate needs it), from the headers alone."""
-    from evomerge.exec.shared_sources import source_paths
     from evomerge.io.checkpoint import Checkpoint
 
     paths = list(source_paths(base, models).values())
@@ -175,7 +228,7 @@ def plan_worker(slots: Sequence[Slot], *, model_bytes: int, model_dtype: str, st
     _tally(plan, slots, where)
     if base is not None and table_bytes_per_entry:
         room = free - plan.tier_bytes(DEVICE) - plan.tier_bytes(HOST)
-        itemsize = _ITEMSIZE.get(storage_dtype, 4)
+        itemsize = ITEMSIZE.get(storage_dtype, 4)
         for slot in slots:
             need = slot.resident // itemsize * table_bytes_per_entry
             if slot.source != base and where[(slot.source, slot.name)] == DEVICE and need <= room:
@@ -205,12 +258,12 @@ def plan_split_worker(slots: Sequence[Slot], *, template: str, gpus: int, device
     """
     from evomerge.errors import MergeError
     from evomerge.exec.device_split import meta_model, plan_split, tensor_slots
-    from evomerge.exec.shared_sources import DTYPES
     from evomerge.io.checkpoint import Checkpoint
     from evomerge.materialize.load_map import LoadMap
 
-    name = str(model_dtype).removeprefix("torch.")
-    itemsize = DTYPES[storage_dtype].itemsize
+    name = dtype_name(model_dtype)
+    model_dtype = torch_dtype(name)  # the split builds a meta-device model: this path needs torch and accelerate
+    itemsize = ITEMSIZE[storage_dtype]
     template_slots = [s for s in slots if s.source == template]
     model_bytes = sum(s.resident // itemsize for s in template_slots) * model_dtype.itemsize
     plan = WorkerPlan(True, model_bytes, name, storage_dtype, gpus * device_memory, gpus * reserve, host_budget)
@@ -240,7 +293,6 @@ def plan_split_worker(slots: Sequence[Slot], *, template: str, gpus: int, device
     return plan
 
 
-_ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}
 # bytes per held task-vector entry of the source-only tables each method builds (``inplace.SOURCE_TABLES``)
 _TABLE_BYTES = {"ties": 1, "breadcrumbs": 1, "breadcrumbs_ties": 1, "della": 2, "della_linear": 2}
 
@@ -284,8 +336,7 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
     """The memory plan of ``config`` (a RunConfig) on ``machines`` machines of ``host_memory`` bytes each,
     whose GPUs have ``device_memory`` bytes each. Reads checkpoint headers only.
     """
-    from evomerge.exec.shared_sources import DTYPES, device_available_bytes
-    from evomerge.models import resolve_model_dtype
+    from evomerge.model_dtype import model_dtype_name
 
     if config.sources is None:
         raise ConfigError(f"run config '{config.name}': no 'sources' to plan (a function or remote runner "
@@ -299,24 +350,17 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
     gpu = (rc.gpus_per_worker > 0) if rc.type == "ray" else rc.device.startswith("cuda")
     notes: list[str] = []
     if host_memory is None:
-        import torch
-
-        host_memory = device_available_bytes(torch.device("cpu"))
+        host_memory = host_available_bytes()
         notes.append(f"host memory: {human(host_memory)} available on this machine (give --host-memory to plan "
                      "for another)")
     gpus = rc.gpus_per_worker if rc.type == "ray" else max(1.0, rc.gpus_per_worker)
     if gpu and device_memory is None:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"run config '{config.name}' puts workers on GPUs; give --device-memory (e.g. 80GiB), "
-                              "this machine has none to measure")
-        device_memory = int(torch.cuda.mem_get_info()[1])
+        device_memory = measured_device_memory(f"run config '{config.name}'")
     template = str(base) if base is not None else str(models[0])
-    model_dtype = resolve_model_dtype(rc.model_dtype, template)
-    storage_itemsize = DTYPES[rc.storage_dtype].itemsize
+    model_dtype = model_dtype_name(str(rc.model_dtype), template)  # a name: the plan needs no torch
+    storage_itemsize = ITEMSIZE[rc.storage_dtype]
     slots = source_slots(base, models, storage_itemsize)
-    model_bytes = sum(s.resident // storage_itemsize for s in slots if s.source == template) * model_dtype.itemsize
+    model_bytes = sum(s.resident // storage_itemsize for s in slots if s.source == template) * ITEMSIZE[model_dtype]
     shared = not gpu and rc.type == "ray"
     if gpu:
         assert device_memory is not None
@@ -341,7 +385,7 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
                                    model_dtype=model_dtype, storage_dtype=rc.storage_dtype, host_budget=host_budget,
                                    source_memory=source_cap)
     else:
-        worker = plan_worker(slots, model_bytes=model_bytes, model_dtype=str(model_dtype).removeprefix("torch."),
+        worker = plan_worker(slots, model_bytes=model_bytes, model_dtype=model_dtype,
                              storage_dtype=rc.storage_dtype, gpu=gpu, capacity=capacity, reserve=reserve_bytes,
                              host_budget=host_budget, source_memory=source_cap,
                              base=str(base) if base is not None else None,
@@ -416,8 +460,6 @@ def _modules(names: Sequence[str]) -> str:
 
 def source_order(base: str | None, models: Sequence[str]) -> list[str]:
     """The sources' paths as the plan lists them: the base first."""
-    from evomerge.exec.shared_sources import source_paths
-
     paths = list(source_paths(base, models).values())
     if base is not None:
         paths.sort(key=lambda p: p != str(base))

@@ -27,11 +27,12 @@ import numpy as np
 import torch
 
 from evomerge.errors import CheckpointError, ConfigError
+from evomerge.exec.memory_plan import host_available_bytes, source_paths  # source_paths: re-exported
+from evomerge.exec.memory_plan import proc_kib as _proc_kib
 from evomerge.io.checkpoint import Checkpoint
 from evomerge.io.mapped import MappedFiles
 from evomerge.materialize.execute import BufferPool
 from evomerge.materialize.inplace import ResidentSources
-from evomerge.materialize.plan import model_key
 from evomerge.recipe.tokenizer import TokenizerSpec
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -44,14 +45,6 @@ def _gib(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{int(n)} B"
-
-
-def source_paths(base: str | None, models: Sequence[str]) -> dict[str, str]:
-    """Resident key → path, as ``ResidentSources.from_paths`` keys them."""
-    keys = {model_key(p): str(p) for p in models}
-    if base is not None:
-        keys.setdefault(model_key(base), str(base))
-    return keys
 
 
 @dataclass(frozen=True)
@@ -125,22 +118,7 @@ def device_available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        import psutil
-    except ImportError:  # psutil is a dev dependency; Linux says the same in /proc
-        return _proc_kib("/proc/meminfo", ("MemAvailable",)) * 1024
-    return int(psutil.virtual_memory().available)
-
-
-def _proc_kib(path: str, keys: tuple[str, ...]) -> int:
-    """Sum of the ``key: N kB`` lines of a /proc file."""
-    total = 0
-    with open(path) as f:
-        for line in f:
-            name, _, rest = line.partition(":")
-            if name in keys:
-                total += int(rest.split()[0])
-    return total
+    return host_available_bytes()
 
 
 # ---- packing for the object store --------------------------------------------------------------------------------

@@ -4,6 +4,12 @@ Opening parses only headers (safetensors) so that indexing a 7B model is
 instant and a truncated or corrupt shard is reported by path before a long
 search starts; tensors are then read one at a time by memory map, which keeps
 peak memory at about one tensor per source whatever the model size.
+
+Opening a safetensors checkpoint imports no torch (dtypes are names from
+`evomerge.io.dtype_table`), so `evomerge plan` and `recipe check` answer in a
+fraction of a second; torch is imported when a tensor is read, a
+``TensorInfo.dtype`` is asked for, or a pickle ``.bin`` is indexed (only
+``torch.load``'s weights-only unpickler may read those).
 """
 
 from __future__ import annotations
@@ -14,18 +20,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-
-import torch
+from typing import TYPE_CHECKING
 
 from evomerge.errors import CheckpointError
-from evomerge.io.dtypes import parse_dtype
+from evomerge.io.dtype_table import FLOATING, ITEMSIZE, torch_dtype
+from evomerge.io.dtype_table import dtype_name as name_of
 from evomerge.io.gguf_source import gguf_error, gguf_files
 from evomerge.io.json_object import read_json_object
-from evomerge.io.pickle_weights import load_state_dict
 from evomerge.io.safetensors_format import read_header
 from evomerge.io.validate import check_compatible, check_finite  # re-exported: part of this module's API
 
-__all__ = ["Checkpoint", "TensorInfo", "check_compatible", "check_finite", "parse_dtype"]
+if TYPE_CHECKING:
+    import torch
+
+
+
+__all__ = ["Checkpoint", "TensorInfo", "check_compatible", "check_finite"]
 
 SAFE_INDEX = "model.safetensors.index.json"
 SAFE_SINGLE = "model.safetensors"
@@ -37,13 +47,32 @@ _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Where a tensor lives and what it is, known without reading it."""
+    """Where a tensor lives and what it is, known without reading it (nor importing torch)."""
 
     name: str
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    dtype_name: str  # torch's name of the dtype ("bfloat16"); a torch.dtype given here is stored by name
     file: Path
     nbytes: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dtype_name, str):
+            object.__setattr__(self, "dtype_name", name_of(self.dtype_name))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torch dtype (imports torch)."""
+        return torch_dtype(self.dtype_name)
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element (from torch for a pickled dtype outside the safetensors table)."""
+        size = ITEMSIZE.get(self.dtype_name)
+        return size if size is not None else self.dtype.itemsize
+
+    @property
+    def is_floating(self) -> bool:
+        return self.dtype_name in FLOATING
 
 
 class Checkpoint:
@@ -128,7 +157,7 @@ class Checkpoint:
                         f"{path}: tensor {e.name!r} is stored twice, "
                         f"in {found[e.name].file.name} and {file.name}"
                     )
-                found[e.name] = TensorInfo(e.name, e.shape, e.dtype, file, e.end - e.begin)
+                found[e.name] = TensorInfo(e.name, e.shape, e.dtype_name, file, e.end - e.begin)
         if weight_map is None:
             infos = found
         else:
@@ -147,6 +176,8 @@ class Checkpoint:
     def _open_pickle(
         cls, path: Path, config: dict, weight_map: dict[str, str], files: list[Path]
     ) -> Checkpoint:
+        from evomerge.io.pickle_weights import load_state_dict  # torch.load: a pickle is indexed by loading it
+
         tensors: dict[str, torch.Tensor] = {}
         infos: dict[str, TensorInfo] = {}
         for file in files:

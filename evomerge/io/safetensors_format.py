@@ -19,11 +19,13 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from evomerge.errors import CheckpointError
-from evomerge.io.dtypes import CODE_TO_DTYPE, DTYPE_TO_CODE
+from evomerge.io.dtype_table import CODES, torch_dtype
+
+if TYPE_CHECKING:
+    import torch
 
 HEADER_ALIGNMENT = 8
 MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library itself enforces
@@ -31,13 +33,18 @@ MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library itself enfor
 
 @dataclass(frozen=True)
 class HeaderEntry:
-    """One tensor as a safetensors header declares it."""
+    """One tensor as a safetensors header declares it (the dtype by name: parsing a header needs no torch)."""
 
     name: str
-    dtype: torch.dtype
+    dtype_name: str  # torch's name of the dtype: "bfloat16"
     shape: tuple[int, ...]
     begin: int  # offset of the first byte, relative to the data buffer
     end: int
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torch dtype (imports torch)."""
+        return torch_dtype(self.dtype_name)
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ def _entry(path: Path, name: str, spec: object) -> HeaderEntry:
     if not isinstance(spec, dict):
         raise _corrupt(path, f"entry for tensor {name!r} is not an object")
     code, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
-    if code not in CODE_TO_DTYPE:
+    if code not in CODES:
         raise _corrupt(path, f"tensor {name!r} has unsupported dtype {code!r}")
     if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
         raise _corrupt(path, f"tensor {name!r} has invalid shape {shape!r}")
@@ -123,15 +130,15 @@ def _entry(path: Path, name: str, spec: object) -> HeaderEntry:
         and offsets[0] <= offsets[1]
     ):
         raise _corrupt(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
-    dtype = CODE_TO_DTYPE[code]
-    nbytes = math.prod(shape) * dtype.itemsize
+    name_of_dtype, itemsize = CODES[code]
+    nbytes = math.prod(shape) * itemsize
     if offsets[1] - offsets[0] != nbytes:
         raise _corrupt(
             path,
             f"tensor {name!r} of shape {shape} {code} needs {nbytes} bytes, header gives "
             f"{offsets[1] - offsets[0]}",
         )
-    return HeaderEntry(name=name, dtype=dtype, shape=tuple(shape), begin=offsets[0], end=offsets[1])
+    return HeaderEntry(name=name, dtype_name=name_of_dtype, shape=tuple(shape), begin=offsets[0], end=offsets[1])
 
 
 def plan_header(
@@ -143,6 +150,8 @@ def plan_header(
     does) and the header is space-padded to 8 bytes, so every tensor starts at
     a multiple of its element size and can be memory-mapped without a copy.
     """
+    from evomerge.io.dtypes import DTYPE_TO_CODE  # the writer's side: its tensors are torch's already
+
     ordered = sorted(tensors, key=lambda t: -t[2].itemsize)  # stable: keeps layout order within a size
     relative: dict[str, tuple[int, int]] = {}
     offset = 0

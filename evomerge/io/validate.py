@@ -15,11 +15,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from evomerge.errors import CheckpointError
 
 if TYPE_CHECKING:
+    import torch
+
     from evomerge.io.checkpoint import Checkpoint
 
 __all__ = ["check_compatible", "check_finite", "check_vocabulary"]
@@ -149,6 +149,8 @@ def check_vocabulary(checkpoints: Sequence[Checkpoint]) -> None:
 
 def check_finite(tensor: torch.Tensor, *, name: str, path: Path) -> None:
     """Refuse a tensor holding NaN or inf: one would silently poison every merge it takes part in."""
+    import torch  # the header checks above need none; this one has a tensor, so torch is loaded already
+
     if not (tensor.is_floating_point() or tensor.is_complex()):
         return
     if bool(torch.isfinite(tensor).all()):

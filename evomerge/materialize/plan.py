@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from evomerge.errors import CheckpointError, ConfigError
 from evomerge.io.validate import check_vocabulary
@@ -26,6 +26,9 @@ from evomerge.recipe.model import GroupOverride, Parameters, Recipe, Slice
 from evomerge.recipe.params import evaluate_setting
 from evomerge.vocab.build import MergedVocabulary, build_vocabulary
 from evomerge.vocab.rows import RowAssembly, is_vocabulary_tensor, row_assembly
+
+if TYPE_CHECKING:
+    from evomerge.io.checkpoint import Checkpoint
 
 # Methods that interpolate *from* the base model take it as their first source
 # (mergekit: slerp's t = 0 is the base endpoint).
@@ -50,6 +53,13 @@ def _resolved(path: str) -> str:
     """Cached: a search plans thousands of recipes over the same folders, and resolve() costs syscalls."""
     return str(Path(path).expanduser().resolve())
 
+
+
+def open_checkpoints(recipe: Recipe) -> dict[str, Checkpoint]:
+    """Open (lazily: headers only, no torch for safetensors) every model the recipe names, keyed by ``model_key``."""
+    from evomerge.io.checkpoint import Checkpoint
+
+    return {model_key(p): Checkpoint.open(p) for p in recipe.referenced_models()}
 
 def derive_seed(seed: int, tensor_name: str) -> int:
     """A per-tensor seed independent of the order tensors are merged in."""

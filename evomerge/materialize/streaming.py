@@ -23,7 +23,13 @@ from evomerge.io.checkpoint import Checkpoint, check_compatible, check_finite
 from evomerge.io.dtypes import parse_dtype
 from evomerge.io.writer import TOKENIZER_FILES, copy_model_files
 from evomerge.materialize.execute import BufferPool, NonFiniteMergeError, gather_from_sources, run_task
-from evomerge.materialize.plan import MergePlan, TensorRef, TensorTask, model_key, plan_merge
+from evomerge.materialize.plan import (  # open_checkpoints: re-exported, its home is the torch-free plan
+    MergePlan,
+    TensorRef,
+    TensorTask,
+    open_checkpoints,
+    plan_merge,
+)
 from evomerge.materialize.publish import rewrite_layer_config, write_checkpoint
 from evomerge.recipe.layout import place_of
 from evomerge.recipe.model import Recipe
@@ -41,11 +47,6 @@ class MergeReport:
     bytes_written: int
     seconds: float
     files: list[Path]
-
-
-def open_checkpoints(recipe: Recipe) -> dict[str, Checkpoint]:
-    """Open (lazily) every model the recipe names, keyed by ``model_key``."""
-    return {model_key(p): Checkpoint.open(p) for p in recipe.referenced_models()}
 
 
 def output_dtype(recipe: Recipe, checkpoints: dict[str, Checkpoint], plan: MergePlan) -> torch.dtype:

@@ -25,13 +25,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from evomerge.errors import ConfigError
 from evomerge.io.json_object import read_json_object
 from evomerge.recipe.tokenizer import TokenizerSpec
+
+if TYPE_CHECKING:
+    import torch
 
 
 def model_folder(key: str) -> Path:
@@ -89,6 +90,8 @@ def build_vocabulary(spec: TokenizerSpec, base: str | None, models: tuple[str, .
 
 @functools.lru_cache(maxsize=8)
 def _build(spec_json: str, base: str | None, models: tuple[str, ...]) -> MergedVocabulary:
+    import torch  # only a recipe that builds a vocabulary needs it (a plan without one stays torch-free)
+
     from evomerge.materialize.plan import model_key
 
     spec = TokenizerSpec.model_validate_json(spec_json)

@@ -19,13 +19,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from evomerge.errors import ConfigError
 from evomerge.recipe.tokenizer import ModelTokenSource, TokenEmbedding, ZeroSource
 from evomerge.vocab.build import MergedVocabulary
+
+if TYPE_CHECKING:
+    import torch
 
 # Token-indexed tensors outside the layers: input embeddings and LM heads under the names the
 # architectures transformers ships use (Llama/Mistral/Qwen/Gemma, GPT-2, BLOOM/BERT, GPT-NeoX, Llama 1).
@@ -75,6 +76,8 @@ class RowAssembly:
 
     def assemble(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each model's tensor (vocabulary on axis 0) laid out in the merged vocabulary."""
+        import torch  # imported here: planning a recipe without a merged vocabulary needs no torch
+
         table = self._default_table(tensors)
         first = tensors[self.models[0]]
         out = {}
@@ -92,6 +95,8 @@ class RowAssembly:
         return out
 
     def _default_table(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        import torch
+
         first = tensors[self.models[0]]
         count = sum(len(d.dst) for d in self.defaults)
         table = torch.zeros((count, *first.shape[1:]), dtype=first.dtype, device=first.device)
@@ -126,6 +131,8 @@ def row_assembly(vocab: MergedVocabulary, models: Sequence[str], base: str | Non
 
 def _row_assembly(vocab: MergedVocabulary, models: tuple[str, ...], base: str | None,
                   source_rows: Mapping[str, int], tensor: str) -> RowAssembly:
+    import torch
+
     perms = {m: vocab.permutations[m] for m in models}
     for m in models:
         bad = perms[m] >= source_rows[m]
