@@ -296,7 +296,7 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
     if machines < 1 or workers < machines:
         raise ConfigError(f"--machines {machines}: needs 1 <= machines <= workers ({workers})")
     per_machine = math.ceil(workers / machines)
-    gpu = (rc.gpus_per_worker > 0) if rc.type == "ray" else rc.device.startswith("cuda")
+    gpu = (rc.gpus() > 0) if rc.type == "ray" else rc.worker_device().startswith("cuda")
     notes: list[str] = []
     if host_memory is None:
         import torch
@@ -304,7 +304,7 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
         host_memory = device_available_bytes(torch.device("cpu"))
         notes.append(f"host memory: {human(host_memory)} available on this machine (give --host-memory to plan "
                      "for another)")
-    gpus = rc.gpus_per_worker if rc.type == "ray" else max(1.0, rc.gpus_per_worker)
+    gpus = rc.gpus() if rc.type == "ray" else max(1.0, rc.gpus())
     if gpu and device_memory is None:
         import torch
 

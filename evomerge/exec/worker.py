@@ -186,7 +186,7 @@ def _split_worker(template: str, base: str | None, models: list[str], devices: S
         raise ConfigError(f"a worker split over {', '.join(map(str, targets))} needs {len(cuda)} CUDA devices; "
                           f"this machine has {have} (runner.gpus_per_worker)")
     if device_memory is None:
-        device_memory = [_split_capacity(d, len(targets)) for d in targets]
+        device_memory = [split_capacity(d, len(targets)) for d in targets]
     sources = len(source_paths(base, models))
     split = plan_split(template, targets, list(device_memory), model_dtype=model_dtype,
                        resident_bytes_per_element=sources * storage_dtype.itemsize)
@@ -221,7 +221,7 @@ def _template_layout(template: str) -> list[tuple[str, tuple[int, ...]]]:
         ckpt.close()
 
 
-def _split_capacity(device: torch.device, count: int) -> int:
+def split_capacity(device: torch.device, count: int) -> int:
     """Bytes a device may give a split worker's model and sources: what is free, less the reserve for activations."""
     from evomerge.exec.shared_sources import device_available_bytes
 

@@ -230,10 +230,34 @@ def test_the_local_runner_without_the_gpus_refuses_in_one_line(split_family):
         build_runner(config, [])
 
 
-def test_the_ray_runner_refuses_a_split_worker_instead_of_using_one_of_its_gpus(split_family):
+def test_runner_devices_pick_a_workers_devices_and_refuse_a_conflicting_key_by_name(split_family):
+    picked = _run_config(split_family, devices=["cuda:1", "cuda:3"]).runner
+    assert picked.worker_devices() == ["cuda:1", "cuda:3"] and picked.gpus() == 2 and picked.device == "cuda"
+    one = _run_config(split_family, devices=["cuda:1"]).runner
+    assert one.worker_devices() is None and one.worker_device() == "cuda:1" and one.device == "cuda:1"
+    agreeing = _run_config(split_family, type="ray", device="cuda", gpus_per_worker=2, devices=["cuda:0", "cuda:1"])
+    assert agreeing.runner.worker_devices() == ["cuda:0", "cuda:1"]
+    stored = RunConfig.from_dict(yaml.safe_load(agreeing.to_yaml()))  # the run folder's copy reads back the same
+    assert stored.runner == agreeing.runner
+    assert _run_config(split_family, type="ray", devices=["cpu", "cpu"]).runner.gpus() == 0
+    refusals = [
+        ({"device": "cpu", "devices": ["cuda:0", "cuda:1"]}, r"runner: .*device: cpu conflicts with devices"),
+        ({"gpus_per_worker": 3, "devices": ["cuda:0", "cuda:1"]}, r"gpus_per_worker: 3 conflicts with devices"),
+        ({"gpus_per_worker": 1, "devices": ["cpu", "cpu"]}, r"gpus_per_worker: 1 conflicts with devices"),
+        ({"type": "ray", "devices": ["cuda:1", "cuda:2"]}, r"a Ray actor numbers the GPUs Ray gives it from 0"),
+        ({"devices": ["cuda", "cuda"]}, r"name each GPU of a split by its index"),
+        ({"devices": ["cuda:0", "cuda:0"]}, r"a GPU is listed twice"),
+        ({"devices": ["cpu", "cuda:0"]}, r"all cuda:N or all cpu"),
+        ({"devices": ["gpu0"]}, r"devices: \['gpu0'\]"),
+    ]
+    for runner, message in refusals:
+        with pytest.raises(ConfigError, match=message):
+            _run_config(split_family, **runner)
+
+
+def test_a_split_ray_worker_asks_ray_for_all_of_its_gpus(split_family, local_ray):
     config = _run_config(split_family, type="ray", gpus_per_worker=2)
-    with pytest.raises(ConfigError, match=r"gpus_per_worker: 2 \(one worker split over several GPUs\) runs on the "
-                                          "local runner only for now"):
+    with pytest.raises(ConfigError, match=r"asks for 1 worker\(s\) x 2 GPU"):  # Ray has no GPU here to give
         build_runner(config, [])
 
 
