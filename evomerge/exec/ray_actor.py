@@ -33,6 +33,8 @@ class WorkerSpec:
     memory_budget_bytes: int | None = None  # cap on what the size check may assume is free
     tokenizer: Any = None  # TokenizerSpec for sources with different vocabularies (held in the merged one)
     devices: Sequence[str] | None = None  # as the actor numbers them; several: its model split over them
+    source_memory: str | None = "auto"  # runner.source_memory / host_memory, per actor (per device when split)
+    host_memory: str | None = "auto"
 
 
 class EvalActor:
@@ -101,7 +103,7 @@ class EvalActor:
         views = shared is not None and device.type == "cpu"
         # only the model instance must fit: sources beyond the budget go to pinned host memory / the files
         check_fits(sizes, available, self.device, sources_resident=False)
-        source_memory: int | str = "auto"
+        source_memory: int | str | None = spec.source_memory
         if spec.memory_budget_bytes is not None:
             source_memory = max(0, available - sizes.model)
         resident = None
@@ -117,6 +119,7 @@ class EvalActor:
         self._worker = EvalWorker(spec.base, list(spec.models), list(spec.tasks), device=self.device,
                                   storage_dtype=DTYPES[spec.storage_dtype], name=self.name, threads=spec.threads,
                                   resident=resident, model_dtype=spec.model_dtype, source_memory=source_memory,
+                                  host_memory=spec.host_memory,
                                   tokenizer=spec.tokenizer)
         self.resident_bytes = int(self._worker.resident.nbytes)
 
@@ -136,6 +139,7 @@ class EvalActor:
         self._worker = EvalWorker(spec.base, list(spec.models), list(spec.tasks), devices=devices,
                                   storage_dtype=DTYPES[spec.storage_dtype], name=self.name, threads=spec.threads,
                                   model_dtype=spec.model_dtype, device_memory=device_memory,
+                                  source_memory=spec.source_memory, host_memory=spec.host_memory,
                                   tokenizer=spec.tokenizer)
         assert self._worker.split is not None
         self.split = self._worker.split.per_device()

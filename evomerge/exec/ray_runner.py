@@ -150,12 +150,15 @@ class RayRunner(Runner):
                  object_store_memory: int | None = None, log_to_driver: bool = False,
                  startup_timeout_s: float = 600.0, connect_timeout_s: float = 5.0,
                  stall_timeout_s: float = 900.0, batch_size: int | None = None, tokenizer: Any = None,
-                 devices: Sequence[str] | None = None) -> None:
+                 devices: Sequence[str] | None = None, source_memory: str | None = "auto",
+                 host_memory: str | None = "auto") -> None:
         """``tokenizer``: the sources' TokenizerSpec when their vocabularies differ (``sources.tokenizer``): every
         worker then holds them, its model and its tokenizer in the merged vocabulary, as the local worker does.
         ``devices``: each actor's devices, numbered as the actor sees them (Ray gives it its own cuda:0..); several
         split its model over them, as the local worker does, each actor reading its own sources. None: ``cuda``
-        when ``gpus_per_worker`` > 0 (cuda:0..k-1 for k > 1), else ``cpu``."""
+        when ``gpus_per_worker`` > 0 (cuda:0..k-1 for k > 1), else ``cpu``. ``source_memory``, ``host_memory``:
+        what each actor's sources may hold on its device(s) and in pinned host memory (``runner.source_memory``,
+        ``runner.host_memory``)."""
         if (target is None) == (not models):
             raise ConfigError("the Ray runner needs exactly one of: sources (models) or a function target")
         if workers < 1 or max_worker_failures < 1:
@@ -199,9 +202,12 @@ class RayRunner(Runner):
             spec = WorkerSpec(base=str(base) if base is not None else None, models=[str(m) for m in models],
                               tasks=list(tasks), target=target, storage_dtype=storage_dtype, model_dtype=model_dtype,
                               gpus=gpus_per_worker, tokenizer=tokenizer, devices=devices,
+                              source_memory=source_memory, host_memory=host_memory,
                               threads=threads or max(1, int(cpus_per_worker)), memory_budget_bytes=memory_budget_bytes)
             split = devices is not None and len(devices) > 1  # a split worker reads its own sources, per device
-            self._start_pool(spec, share=target is None and share_sources and gpus_per_worker == 0 and not split)
+            capped = source_memory not in ("auto", None)  # the object store would hold them all regardless
+            self._start_pool(spec, share=target is None and share_sources and gpus_per_worker == 0 and not split
+                             and not capped)
         except BaseException:
             self.close()
             raise
@@ -227,7 +233,8 @@ class RayRunner(Runner):
         base, models = worker_sources(config)  # across vocabularies: the base only where the candidates use it
         return cls(base=base, models=models, tasks=list(tasks),
                    storage_dtype=rc.storage_dtype, model_dtype=rc.model_dtype, tokenizer=config.sources.tokenizer,
-                   devices=rc.worker_devices() or ([rc.devices[0]] if rc.devices else None), **common)
+                   devices=rc.worker_devices() or ([rc.devices[0]] if rc.devices else None),
+                   source_memory=rc.source_memory, host_memory=rc.host_memory, **common)
 
     # ---- startup ----------------------------------------------------------------------------------------------
     def _actor_options(self) -> dict[str, Any]:

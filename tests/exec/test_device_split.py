@@ -295,13 +295,15 @@ def test_a_bf16_split_worker_scores_exactly_what_its_bf16_export_loads_as(tmp_pa
     assert result.objectives == scores["ppl"].objectives
 
 
-def test_a_data_flow_space_on_a_split_worker_is_refused_before_the_budget(split_family, tmp_path):
+@pytest.mark.parametrize(("runner", "key"), [({"device": "cuda", "gpus_per_worker": 2}, "gpus_per_worker: 2"),
+                                             ({"type": "ray", "devices": ["cpu", "cpu"]},
+                                              r"devices: \['cpu', 'cpu'\]")], ids=["local", "ray"])
+def test_a_data_flow_space_on_a_split_worker_is_refused_before_the_budget(split_family, tmp_path, runner, key):
     base, experts = split_family
     data = {"name": "dfs", "sources": {"base": str(base), "models": [str(e) for e in experts]},
             "space": {"kind": "dfs", "repeats": 1}, "objectives": [{"name": "score", "direction": "maximize"}],
-            "budget": {"evaluations": 2}, "output": str(tmp_path / "dfs"), "test_split": None,
-            "runner": {"device": "cuda", "gpus_per_worker": 2}}
-    with pytest.raises(ConfigError, match=r"gpus_per_worker: 2 splits the worker over several GPUs, but this "
+            "budget": {"evaluations": 2}, "output": str(tmp_path / "dfs"), "test_split": None, "runner": runner}
+    with pytest.raises(ConfigError, match=rf"runner.{key} splits the worker over several GPUs, but this "
                                           r"space's recipes are data-flow paths \(layer_path\)"):
         Study.create(RunConfig.from_dict(data))
     assert not (tmp_path / "dfs").exists()

@@ -90,6 +90,10 @@ def test_ray_actors_split_over_two_devices_score_exactly_what_the_local_runner_s
         layers = [f"model.layers.{i}" for i in range(LAYERS)]
         assert [m for m in state.split[0] + state.split[1] if m in layers] == layers  # in order, whole layers
         assert not state.shared_sources and state.resident_bytes > 0  # its own sources, not the node's
+    # runner.source_memory reaches the actors: 0 bytes per device, every source read from the files per candidate
+    with build_runner(_config(family, type="ray", devices=["cpu", "cpu"], source_memory="0"), tasks) as runner:
+        assert runner.worker_states()[0].resident_bytes == 0
+        assert _scores(runner, candidates) == expected
 
 
 def test_a_split_actor_that_cannot_fit_is_refused_by_the_split_with_the_numbers(local_ray, family):
