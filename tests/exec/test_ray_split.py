@@ -75,6 +75,10 @@ def test_ray_actors_split_over_two_devices_score_exactly_what_the_local_runner_s
         local = build_runner(_config(family), tasks)  # one device, one thread (runner.threads)
         expected = _scores(local, candidates)
         local.close()
+        split = build_runner(_config(family, devices=["cpu", "cpu"]), tasks)  # the local worker, split
+        assert split.worker.split is not None and set(split.worker.split.modules.values()) == {0, 1}
+        assert _scores(split, candidates) == expected
+        split.close()
     finally:
         torch.set_num_threads(threads)
     assert len({v[0]["ppl"] for v in expected.values()}) == len(candidates)  # the recipes really differ
