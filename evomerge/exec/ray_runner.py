@@ -172,7 +172,7 @@ class RayRunner(Runner):
         self.startup_timeout_s = startup_timeout_s
         self.stall_timeout_s = stall_timeout_s
         self.batch_size = batch_size
-        if devices is None and gpus_per_worker > 1:  # a whole number of GPUs per actor: its model split over them
+        if devices is None and gpus_per_worker > 1 and target is None:  # k whole GPUs: the model split over them
             devices = [f"cuda:{i}" for i in range(int(gpus_per_worker))]
         devices = list(devices) if devices is not None else None
         if devices is not None and target is not None:

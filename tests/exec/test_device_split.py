@@ -259,6 +259,10 @@ def test_a_split_ray_worker_asks_ray_for_all_of_its_gpus(split_family, local_ray
     config = _run_config(split_family, type="ray", gpus_per_worker=2)
     with pytest.raises(ConfigError, match=r"asks for 1 worker\(s\) x 2 GPU"):  # Ray has no GPU here to give
         build_runner(config, [])
+    from evomerge.exec.ray_runner import RayRunner
+
+    with pytest.raises(ConfigError, match=r"asks for 1 worker\(s\) x 2 GPU"):  # a function's actor: no model to split
+        RayRunner(target="math:sqrt", gpus_per_worker=2)
 
 
 TEXTS = ["the cat sat on the mat .", "a dog ran fast and then sat .", "a cat ran slow .",
