@@ -317,7 +317,11 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
     storage_itemsize = DTYPES[rc.storage_dtype].itemsize
     slots = source_slots(base, models, storage_itemsize)
     model_bytes = sum(s.resident // storage_itemsize for s in slots if s.source == template) * model_dtype.itemsize
-    shared = not gpu and rc.type == "ray"
+    # as the Ray runner decides: CPU workers share the sources unless split or capped by source_memory
+    shared = not gpu and rc.type == "ray" and rc.worker_devices() is None and rc.source_memory in ("auto", None)
+    if not gpu and rc.worker_devices():
+        notes.append(f"runner.devices {rc.worker_devices()}: the split over CPU devices (the tests' stand-in for "
+                     "GPUs) is planned as one CPU worker holding the model and its own sources")
     if gpu:
         assert device_memory is not None
         capacity = int(device_memory * min(gpus, 1.0))
