@@ -104,7 +104,7 @@ class EvalWorker:
 
             if self.split is not None:
                 raise MergeError("data-flow recipes (layer_path) run on one device per worker; this worker is "
-                                 f"split over {len(self.split.devices)} (runner.gpus_per_worker)")
+                                 f"split over {len(self.split.devices)} (runner.gpus_per_worker or runner.devices)")
 
             return routed_model_for(recipe, self)
         materialize_into(self.model, recipe, self.resident)
@@ -184,7 +184,7 @@ def _split_worker(template: str, base: str | None, models: list[str], devices: S
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if cuda and max((d.index or 0) for d in cuda) >= have:
         raise ConfigError(f"a worker split over {', '.join(map(str, targets))} needs {len(cuda)} CUDA devices; "
-                          f"this machine has {have} (runner.gpus_per_worker)")
+                          f"this machine has {have} (runner.gpus_per_worker or runner.devices)")
     if device_memory is None:
         device_memory = [split_capacity(d, len(targets)) for d in targets]
     sources = len(source_paths(base, models))

@@ -226,7 +226,7 @@ def test_gpus_per_worker_above_one_is_a_whole_number_of_gpus_split_over_by_one_w
 def test_the_local_runner_without_the_gpus_refuses_in_one_line(split_family):
     config = _run_config(split_family, device="cuda", gpus_per_worker=2)
     with pytest.raises(ConfigError, match=r"a worker split over cuda:0, cuda:1 needs 2 CUDA devices; this machine "
-                                          r"has \d+ \(runner.gpus_per_worker\)"):
+                                          r"has \d+ \(runner.gpus_per_worker or runner.devices\)"):
         build_runner(config, [])
 
 
