@@ -347,13 +347,13 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
     if machines < 1 or workers < machines:
         raise ConfigError(f"--machines {machines}: needs 1 <= machines <= workers ({workers})")
     per_machine = math.ceil(workers / machines)
-    gpu = (rc.gpus_per_worker > 0) if rc.type == "ray" else rc.device.startswith("cuda")
+    gpu = (rc.gpus() > 0) if rc.type == "ray" else rc.worker_device().startswith("cuda")
     notes: list[str] = []
     if host_memory is None:
         host_memory = host_available_bytes()
         notes.append(f"host memory: {human(host_memory)} available on this machine (give --host-memory to plan "
                      "for another)")
-    gpus = rc.gpus_per_worker if rc.type == "ray" else max(1.0, rc.gpus_per_worker)
+    gpus = rc.gpus() if rc.type == "ray" else max(1.0, rc.gpus())
     if gpu and device_memory is None:
         device_memory = measured_device_memory(f"run config '{config.name}'")
     template = str(base) if base is not None else str(models[0])
@@ -361,7 +361,11 @@ def make_plan(config, *, device_memory: int | None = None, host_memory: int | No
     storage_itemsize = ITEMSIZE[rc.storage_dtype]
     slots = source_slots(base, models, storage_itemsize)
     model_bytes = sum(s.resident // storage_itemsize for s in slots if s.source == template) * ITEMSIZE[model_dtype]
-    shared = not gpu and rc.type == "ray"
+    # as the Ray runner decides: CPU workers share the sources unless split or capped by source_memory
+    shared = not gpu and rc.type == "ray" and rc.worker_devices() is None and rc.source_memory in ("auto", None)
+    if not gpu and rc.worker_devices():
+        notes.append(f"runner.devices {rc.worker_devices()}: the split over CPU devices (the tests' stand-in for "
+                     "GPUs) is planned as one CPU worker holding the model and its own sources")
     if gpu:
         assert device_memory is not None
         capacity = int(device_memory * min(gpus, 1.0))

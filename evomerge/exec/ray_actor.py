@@ -32,6 +32,9 @@ class WorkerSpec:
     threads: int = 1
     memory_budget_bytes: int | None = None  # cap on what the size check may assume is free
     tokenizer: Any = None  # TokenizerSpec for sources with different vocabularies (held in the merged one)
+    devices: Sequence[str] | None = None  # as the actor numbers them; several: its model split over them
+    source_memory: str | None = "auto"  # runner.source_memory / host_memory, per actor (per device when split)
+    host_memory: str | None = "auto"
 
 
 class EvalActor:
@@ -52,8 +55,10 @@ class EvalActor:
         ctx = ray.get_runtime_context()
         self.node_id = ctx.get_node_id()
         self.node_ip = ray.util.get_node_ip_address()
-        self.device = "cuda" if spec.gpus > 0 else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES: cuda is ours
+        # Ray sets CUDA_VISIBLE_DEVICES: cuda (cuda:0..k-1) is ours
+        self.device = spec.devices[0] if spec.devices else ("cuda" if spec.gpus > 0 else "cpu")
         self.resident_bytes = 0
+        self.split: list[list[str]] | None = None  # a split worker's modules per device
         self.shared = False
         self._function: Callable[[Candidate], EvalResult] | None = None
         self._worker: Any = None
@@ -88,6 +93,9 @@ class EvalActor:
             raise ConfigError(f"worker {self.name} was given a GPU by Ray but torch sees no CUDA device "
                               f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES="
                               f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); install a CUDA build of torch")
+        if spec.devices is not None and len(spec.devices) > 1:
+            self._build_split(spec, list(spec.devices))
+            return
         sizes = resident_sizes(spec.base, list(spec.models), spec.storage_dtype, spec.model_dtype)
         available = device_available_bytes(device)
         if spec.memory_budget_bytes is not None:
@@ -95,7 +103,7 @@ class EvalActor:
         views = shared is not None and device.type == "cpu"
         # only the model instance must fit: sources beyond the budget go to pinned host memory / the files
         check_fits(sizes, available, self.device, sources_resident=False)
-        source_memory: int | str = "auto"
+        source_memory: int | str | None = spec.source_memory
         if spec.memory_budget_bytes is not None:
             source_memory = max(0, available - sizes.model)
         resident = None
@@ -111,7 +119,30 @@ class EvalActor:
         self._worker = EvalWorker(spec.base, list(spec.models), list(spec.tasks), device=self.device,
                                   storage_dtype=DTYPES[spec.storage_dtype], name=self.name, threads=spec.threads,
                                   resident=resident, model_dtype=spec.model_dtype, source_memory=source_memory,
+                                  host_memory=spec.host_memory,
                                   tokenizer=spec.tokenizer)
+        self.resident_bytes = int(self._worker.resident.nbytes)
+
+    def _build_split(self, spec: WorkerSpec, devices: list[str]) -> None:
+        """A worker split over this actor's devices: its own sources beside each layer; the split's own refusal
+        (with the numbers) replaces the one-device size check."""
+        import torch
+
+        from evomerge.exec.shared_sources import DTYPES
+        from evomerge.exec.worker import EvalWorker, split_capacity
+
+        torch.set_num_threads(max(1, spec.threads))
+        device_memory = None
+        if spec.memory_budget_bytes is not None:  # a cap per device on what it may give the model and sources
+            device_memory = [min(split_capacity(torch.device(d), len(devices)), spec.memory_budget_bytes)
+                             for d in devices]
+        self._worker = EvalWorker(spec.base, list(spec.models), list(spec.tasks), devices=devices,
+                                  storage_dtype=DTYPES[spec.storage_dtype], name=self.name, threads=spec.threads,
+                                  model_dtype=spec.model_dtype, device_memory=device_memory,
+                                  source_memory=spec.source_memory, host_memory=spec.host_memory,
+                                  tokenizer=spec.tokenizer)
+        assert self._worker.split is not None
+        self.split = self._worker.split.per_device()
         self.resident_bytes = int(self._worker.resident.nbytes)
 
     def info(self) -> dict[str, Any]:
@@ -120,7 +151,7 @@ class EvalActor:
 
         return {"name": self.name, "pid": os.getpid(), "node_id": self.node_id, "node_ip": self.node_ip,
                 "device": self.device, "memory": process_memory(), "resident_bytes": self.resident_bytes,
-                "shared_sources": self.shared, "error": self.error}
+                "shared_sources": self.shared, "split": self.split, "error": self.error}
 
     def evaluate(self, candidate: Candidate) -> EvalResult:
         if self.error is not None:

@@ -20,6 +20,10 @@ read-only through the node's object store (``shared_sources``): one copy per
 node, not one per worker. With ``target`` instead of sources the actors call
 that function (synthetic problems, black-box scorers) through the same
 machinery. Sizes are checked against the device before anything is loaded.
+An actor with k > 1 GPUs (``gpus_per_worker: k``, or ``devices: [cuda:0, ...]``)
+splits its model over its own cuda:0..k-1 (Ray sets its CUDA_VISIBLE_DEVICES)
+as the local worker does (``device_split``), reading its own sources beside
+each layer (no node-shared sources); the split refuses what does not fit.
 
 **Asynchrony.** Up to ``max_in_flight`` actor calls (default two per worker:
 one running, one waiting in the actor's mailbox so it never idles on a round
@@ -145,9 +149,16 @@ class RayRunner(Runner):
                  max_worker_failures: int = 3, max_restarts: int = -1, memory_budget_bytes: int | None = None,
                  object_store_memory: int | None = None, log_to_driver: bool = False,
                  startup_timeout_s: float = 600.0, connect_timeout_s: float = 5.0,
-                 stall_timeout_s: float = 900.0, batch_size: int | None = None, tokenizer: Any = None) -> None:
+                 stall_timeout_s: float = 900.0, batch_size: int | None = None, tokenizer: Any = None,
+                 devices: Sequence[str] | None = None, source_memory: str | None = "auto",
+                 host_memory: str | None = "auto") -> None:
         """``tokenizer``: the sources' TokenizerSpec when their vocabularies differ (``sources.tokenizer``): every
-        worker then holds them, its model and its tokenizer in the merged vocabulary, as the local worker does."""
+        worker then holds them, its model and its tokenizer in the merged vocabulary, as the local worker does.
+        ``devices``: each actor's devices, numbered as the actor sees them (Ray gives it its own cuda:0..); several
+        split its model over them, as the local worker does, each actor reading its own sources. None: ``cuda``
+        when ``gpus_per_worker`` > 0 (cuda:0..k-1 for k > 1), else ``cpu``. ``source_memory``, ``host_memory``:
+        what each actor's sources may hold on its device(s) and in pinned host memory (``runner.source_memory``,
+        ``runner.host_memory``)."""
         if (target is None) == (not models):
             raise ConfigError("the Ray runner needs exactly one of: sources (models) or a function target")
         if workers < 1 or max_worker_failures < 1:
@@ -161,6 +172,15 @@ class RayRunner(Runner):
         self.startup_timeout_s = startup_timeout_s
         self.stall_timeout_s = stall_timeout_s
         self.batch_size = batch_size
+        if devices is None and gpus_per_worker > 1 and target is None:  # k whole GPUs: the model split over them
+            devices = [f"cuda:{i}" for i in range(int(gpus_per_worker))]
+        devices = list(devices) if devices is not None else None
+        if devices is not None and target is not None:
+            raise ConfigError(f"devices {devices}: a function target holds no model to place on devices")
+        wanted = sum(str(d).startswith("cuda") for d in devices or [])
+        if wanted and (gpus_per_worker == 0 or (gpus_per_worker >= 1 and wanted > gpus_per_worker)):
+            raise ConfigError(f"devices {devices} name {wanted} GPU(s) but each Ray worker is given "
+                              f"{gpus_per_worker:g} (runner.gpus_per_worker)")
         self._depth = max(1, math.ceil(self.max_in_flight / workers))  # calls a worker's mailbox may hold
         self._slots: list[Slot] = []
         self._queue: deque[_Ticket] = deque()
@@ -181,9 +201,13 @@ class RayRunner(Runner):
         try:
             spec = WorkerSpec(base=str(base) if base is not None else None, models=[str(m) for m in models],
                               tasks=list(tasks), target=target, storage_dtype=storage_dtype, model_dtype=model_dtype,
-                              gpus=gpus_per_worker, tokenizer=tokenizer,
+                              gpus=gpus_per_worker, tokenizer=tokenizer, devices=devices,
+                              source_memory=source_memory, host_memory=host_memory,
                               threads=threads or max(1, int(cpus_per_worker)), memory_budget_bytes=memory_budget_bytes)
-            self._start_pool(spec, share=target is None and share_sources and gpus_per_worker == 0)
+            split = devices is not None and len(devices) > 1  # a split worker reads its own sources, per device
+            capped = source_memory not in ("auto", None)  # the object store would hold them all regardless
+            self._start_pool(spec, share=target is None and share_sources and gpus_per_worker == 0 and not split
+                             and not capped)
         except BaseException:
             self.close()
             raise
@@ -192,12 +216,15 @@ class RayRunner(Runner):
     def from_config(cls, config: Any, tasks: Sequence[Any]) -> RayRunner:
         """From a RunConfig: sources + fitness tasks, or ``runner.target`` for a function on the actors."""
         rc = config.runner
-        if rc.device != "cpu" and rc.gpus_per_worker == 0:
+        if rc.device != "cpu" and rc.gpus() == 0:
             raise ConfigError(f"runner.device '{rc.device}' is not used by the Ray runner; set "
                               "runner.gpus_per_worker to give each worker a GPU")
-        common = {"address": rc.address, "workers": rc.workers, "gpus_per_worker": rc.gpus_per_worker,
+        common = {"address": rc.address, "workers": rc.workers, "gpus_per_worker": rc.gpus(),
                   "cpus_per_worker": rc.cpus_per_worker, "max_in_flight": rc.max_in_flight, "threads": rc.threads}
         if rc.target:
+            if rc.devices is not None:
+                raise ConfigError(f"runner.devices: {rc.devices}: a function target (runner.target) holds no model "
+                                  "to place on devices")
             return cls(target=rc.target, **common)
         if config.sources is None:
             raise ConfigError("the Ray runner needs 'sources' (or runner.target for a function)")
@@ -206,7 +233,8 @@ class RayRunner(Runner):
         base, models = worker_sources(config)  # across vocabularies: the base only where the candidates use it
         return cls(base=base, models=models, tasks=list(tasks),
                    storage_dtype=rc.storage_dtype, model_dtype=rc.model_dtype, tokenizer=config.sources.tokenizer,
-                   **common)
+                   devices=rc.worker_devices() or ([rc.devices[0]] if rc.devices else None),
+                   source_memory=rc.source_memory, host_memory=rc.host_memory, **common)
 
     # ---- startup ----------------------------------------------------------------------------------------------
     def _actor_options(self) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class WorkerState:
     memory: dict[str, int] = field(default_factory=dict)  # rss/uss/pss bytes at the last report
     resident_bytes: int = 0
     shared_sources: bool = False
+    split: list[list[str]] | None = None  # a worker split over several devices: its modules per device
     last_error: str | None = None
 
 
@@ -100,6 +101,7 @@ class Slot:
             st.restarts += 1
         st.node_id, st.node_ip, st.pid = info["node_id"], info["node_ip"], info["pid"]
         st.memory, st.resident_bytes, st.shared_sources = info["memory"], info["resident_bytes"], info["shared_sources"]
+        st.split = info.get("split")
         self.phase, self.probe, self.due, self.failed_starts = "live", None, math.inf, 0
 
     def lost(self, error: str, now: float) -> None:

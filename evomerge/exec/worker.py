@@ -104,7 +104,7 @@ class EvalWorker:
 
             if self.split is not None:
                 raise MergeError("data-flow recipes (layer_path) run on one device per worker; this worker is "
-                                 f"split over {len(self.split.devices)} (runner.gpus_per_worker)")
+                                 f"split over {len(self.split.devices)} (runner.gpus_per_worker or runner.devices)")
 
             return routed_model_for(recipe, self)
         materialize_into(self.model, recipe, self.resident)
@@ -184,9 +184,9 @@ def _split_worker(template: str, base: str | None, models: list[str], devices: S
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if cuda and max((d.index or 0) for d in cuda) >= have:
         raise ConfigError(f"a worker split over {', '.join(map(str, targets))} needs {len(cuda)} CUDA devices; "
-                          f"this machine has {have} (runner.gpus_per_worker)")
+                          f"this machine has {have} (runner.gpus_per_worker or runner.devices)")
     if device_memory is None:
-        device_memory = [_split_capacity(d, len(targets)) for d in targets]
+        device_memory = [split_capacity(d, len(targets)) for d in targets]
     sources = len(source_paths(base, models))
     split = plan_split(template, targets, list(device_memory), model_dtype=model_dtype,
                        resident_bytes_per_element=sources * storage_dtype.itemsize)
@@ -221,7 +221,7 @@ def _template_layout(template: str) -> list[tuple[str, tuple[int, ...]]]:
         ckpt.close()
 
 
-def _split_capacity(device: torch.device, count: int) -> int:
+def split_capacity(device: torch.device, count: int) -> int:
     """Bytes a device may give a split worker's model and sources: what is free, less the reserve for activations."""
     from evomerge.exec.shared_sources import device_available_bytes
 

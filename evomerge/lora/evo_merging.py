@@ -104,6 +104,9 @@ class _Context:
 
         if config.runner.threads:
             torch.set_num_threads(config.runner.threads)
+        if config.runner.worker_devices():
+            raise ConfigError(f"run config '{config.name}': LoRA merging runs on one device; runner.devices / "
+                              "gpus_per_worker split a model worker over several")
         sources = _sources(config)
         assert sources.base is not None
         self.merge = ResidentLoraMerge(sources.base, sources.models, device=config.runner.device)

@@ -97,6 +97,9 @@ class RunnerConfig(_Strict):
     workers: int = Field(default=1, ge=1)
     # <= 1: Ray's fraction of a GPU per worker; k > 1 (whole): one worker's model split over k GPUs (local runner)
     gpus_per_worker: float = Field(default=0, ge=0)
+    # the devices of one worker, by name (a Ray actor numbers its own GPUs cuda:0..): one, or several to split
+    # the worker's model over; instead of device / gpus_per_worker, which may only agree with it
+    devices: list[str] | None = Field(default=None, min_length=1)
     cpus_per_worker: float = Field(default=1, gt=0)
     max_in_flight: int | None = Field(default=None, ge=1)
 
@@ -126,15 +129,59 @@ class RunnerConfig(_Strict):
         if k > 1 and k != int(k):
             raise ValueError(f"gpus_per_worker: {k:g}: above 1 it is the number of GPUs one worker's model is "
                              "split over, a whole number")
-        if k > 1 and self.type == "local" and self.device != "cuda":
+        if self.devices is not None:
+            self._check_devices()
+        elif k > 1 and self.type == "local" and self.device != "cuda":
             raise ValueError(f"gpus_per_worker: {k:g} splits the local worker over cuda:0..{int(k) - 1}; "
                              f"set device: cuda (not {self.device})")
         return self
 
+    def _check_devices(self) -> None:
+        """``devices``: known names, one kind, no GPU twice; ``device`` / ``gpus_per_worker`` only if they agree."""
+        import torch
+
+        try:
+            parsed = [torch.device(d) for d in self.devices or []]
+        except RuntimeError as exc:
+            raise ValueError(f"devices: {self.devices}: {exc}") from None
+        kinds = {d.type for d in parsed}
+        if not kinds <= {"cpu", "cuda"} or len(kinds) > 1:
+            raise ValueError(f"devices: {self.devices}: all cuda:N or all cpu (cpu several times: the CPU tests' "
+                             "stand-in for a split over GPUs)")
+        cuda = [d for d in parsed if d.type == "cuda"]
+        if len(parsed) > 1 and any(d.index is None for d in cuda):
+            raise ValueError(f"devices: {self.devices}: name each GPU of a split by its index (cuda:0, cuda:1, ...)")
+        if len({d.index for d in cuda}) != len(cuda):
+            raise ValueError(f"devices: {self.devices}: a GPU is listed twice")
+        if self.type == "ray" and cuda and sorted(d.index or 0 for d in cuda) != list(range(len(cuda))):
+            raise ValueError(f"devices: {self.devices}: a Ray actor numbers the GPUs Ray gives it from 0; list "
+                             f"cuda:0..{len(cuda) - 1}")
+        if "device" in self.model_fields_set and self.device not in (self.devices[0], parsed[0].type):
+            raise ValueError(f"device: {self.device} conflicts with devices: {self.devices}; set only devices")
+        k = self.gpus_per_worker
+        if "gpus_per_worker" in self.model_fields_set and k > 0 and (
+                (k > 1 and k != len(cuda)) or (k <= 1 and len(cuda) != 1)):
+            raise ValueError(f"gpus_per_worker: {k:g} conflicts with devices: {self.devices} ({len(cuda)} GPU(s)); "
+                             "set only devices")
+        # device follows: the one device, or the split's kind (what code reading only `device` must see)
+        self.device = self.devices[0] if len(parsed) == 1 else parsed[0].type
+
+    def worker_device(self) -> str:
+        """The one device of a worker, or the first of a split worker's."""
+        return self.devices[0] if self.devices else self.device
+
     def worker_devices(self) -> list[str] | None:
-        """The devices one worker is split over (gpus_per_worker > 1: cuda:0..k-1, as Ray numbers an actor's
-        GPUs), or None for a worker on one device."""
+        """The devices one worker is split over (``devices`` when it lists several; gpus_per_worker > 1:
+        cuda:0..k-1, as Ray numbers an actor's GPUs), or None for a worker on one device."""
+        if self.devices is not None:
+            return list(self.devices) if len(self.devices) > 1 else None
         return [f"cuda:{i}" for i in range(int(self.gpus_per_worker))] if self.gpus_per_worker > 1 else None
+
+    def gpus(self) -> float:
+        """The GPUs one worker takes (what a Ray actor asks for): gpus_per_worker, or the GPUs in ``devices``."""
+        if self.gpus_per_worker > 0 or self.devices is None:
+            return self.gpus_per_worker
+        return float(sum(d.startswith("cuda") for d in self.devices))
 
 
 class BaselineConfig(_Strict):

@@ -32,10 +32,13 @@ def preflight(config: RunConfig, space: Any, tasks: list[Any]) -> None:
         check_first_recipe(space)
         if config.sources is not None:
             check_chat_templates(config.sources, tasks)
-    if config.runner.type == "local" and config.runner.worker_devices() and space.decode(space.x0()).layer_path:
-        raise ConfigError(f"runner.gpus_per_worker: {config.runner.gpus_per_worker:g} splits the worker over several "
-                          "GPUs, but this space's recipes are data-flow paths (layer_path), which run on one device "
-                          "per worker; use gpus_per_worker: 1 or a parameter-space search")
+    split_worker = config.runner.type in ("local", "ray") and config.runner.worker_devices()
+    if split_worker and space.decode(space.x0()).layer_path:
+        split = (f"runner.devices: {config.runner.devices}" if config.runner.devices
+                 else f"runner.gpus_per_worker: {config.runner.gpus_per_worker:g}")
+        raise ConfigError(f"{split} splits the worker over several GPUs, but this space's recipes are data-flow "
+                          "paths (layer_path), which run on one device per worker; use one GPU per worker or a "
+                          "parameter-space search")
     for task in tasks:
         kind = getattr(task, "kind", None)
         if kind == "lm_eval":

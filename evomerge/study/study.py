@@ -116,11 +116,6 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
     if rc.type == "ray":
         from evomerge.exec.ray_runner import RayRunner
 
-        if rc.gpus_per_worker > 1:  # the actors would use their first GPU only: refused, not half done
-            raise ConfigError(f"runner.gpus_per_worker: {rc.gpus_per_worker:g} (one worker split over several GPUs) "
-                              "runs on the local runner only for now (type: local, device: cuda); the Ray actors "
-                              "do not split their model yet")
-
         return RayRunner.from_config(config, tasks)
     import torch
 
@@ -131,7 +126,7 @@ def build_runner(config: RunConfig, tasks: list) -> Runner:
     assert config.sources is not None
     dtype = torch.float32 if rc.storage_dtype == "float32" else torch.bfloat16
     base, models = worker_sources(config)  # across vocabularies: the base only where the candidates use it
-    return LocalRunner(EvalWorker(base, models, tasks, device=rc.device,
+    return LocalRunner(EvalWorker(base, models, tasks, device=rc.worker_device(),
                                   storage_dtype=dtype, threads=rc.threads, tokenizer=config.sources.tokenizer,
                                   model_dtype=rc.model_dtype, source_memory=rc.source_memory,
                                   host_memory=rc.host_memory, devices=rc.worker_devices()))

@@ -226,15 +226,43 @@ def test_gpus_per_worker_above_one_is_a_whole_number_of_gpus_split_over_by_one_w
 def test_the_local_runner_without_the_gpus_refuses_in_one_line(split_family):
     config = _run_config(split_family, device="cuda", gpus_per_worker=2)
     with pytest.raises(ConfigError, match=r"a worker split over cuda:0, cuda:1 needs 2 CUDA devices; this machine "
-                                          r"has \d+ \(runner.gpus_per_worker\)"):
+                                          r"has \d+ \(runner.gpus_per_worker or runner.devices\)"):
         build_runner(config, [])
 
 
-def test_the_ray_runner_refuses_a_split_worker_instead_of_using_one_of_its_gpus(split_family):
+def test_runner_devices_pick_a_workers_devices_and_refuse_a_conflicting_key_by_name(split_family):
+    picked = _run_config(split_family, devices=["cuda:1", "cuda:3"]).runner
+    assert picked.worker_devices() == ["cuda:1", "cuda:3"] and picked.gpus() == 2 and picked.device == "cuda"
+    one = _run_config(split_family, devices=["cuda:1"]).runner
+    assert one.worker_devices() is None and one.worker_device() == "cuda:1" and one.device == "cuda:1"
+    agreeing = _run_config(split_family, type="ray", device="cuda", gpus_per_worker=2, devices=["cuda:0", "cuda:1"])
+    assert agreeing.runner.worker_devices() == ["cuda:0", "cuda:1"]
+    stored = RunConfig.from_dict(yaml.safe_load(agreeing.to_yaml()))  # the run folder's copy reads back the same
+    assert stored.runner == agreeing.runner
+    assert _run_config(split_family, type="ray", devices=["cpu", "cpu"]).runner.gpus() == 0
+    refusals = [
+        ({"device": "cpu", "devices": ["cuda:0", "cuda:1"]}, r"runner: .*device: cpu conflicts with devices"),
+        ({"gpus_per_worker": 3, "devices": ["cuda:0", "cuda:1"]}, r"gpus_per_worker: 3 conflicts with devices"),
+        ({"gpus_per_worker": 1, "devices": ["cpu", "cpu"]}, r"gpus_per_worker: 1 conflicts with devices"),
+        ({"type": "ray", "devices": ["cuda:1", "cuda:2"]}, r"a Ray actor numbers the GPUs Ray gives it from 0"),
+        ({"devices": ["cuda", "cuda"]}, r"name each GPU of a split by its index"),
+        ({"devices": ["cuda:0", "cuda:0"]}, r"a GPU is listed twice"),
+        ({"devices": ["cpu", "cuda:0"]}, r"all cuda:N or all cpu"),
+        ({"devices": ["gpu0"]}, r"devices: \['gpu0'\]"),
+    ]
+    for runner, message in refusals:
+        with pytest.raises(ConfigError, match=message):
+            _run_config(split_family, **runner)
+
+
+def test_a_split_ray_worker_asks_ray_for_all_of_its_gpus(split_family, local_ray):
     config = _run_config(split_family, type="ray", gpus_per_worker=2)
-    with pytest.raises(ConfigError, match=r"gpus_per_worker: 2 \(one worker split over several GPUs\) runs on the "
-                                          "local runner only for now"):
+    with pytest.raises(ConfigError, match=r"asks for 1 worker\(s\) x 2 GPU"):  # Ray has no GPU here to give
         build_runner(config, [])
+    from evomerge.exec.ray_runner import RayRunner
+
+    with pytest.raises(ConfigError, match=r"asks for 1 worker\(s\) x 2 GPU"):  # a function's actor: no model to split
+        RayRunner(target="math:sqrt", gpus_per_worker=2)
 
 
 TEXTS = ["the cat sat on the mat .", "a dog ran fast and then sat .", "a cat ran slow .",
@@ -271,13 +299,15 @@ def test_a_bf16_split_worker_scores_exactly_what_its_bf16_export_loads_as(tmp_pa
     assert result.objectives == scores["ppl"].objectives
 
 
-def test_a_data_flow_space_on_a_split_worker_is_refused_before_the_budget(split_family, tmp_path):
+@pytest.mark.parametrize(("runner", "key"), [({"device": "cuda", "gpus_per_worker": 2}, "gpus_per_worker: 2"),
+                                             ({"type": "ray", "devices": ["cpu", "cpu"]},
+                                              r"devices: \['cpu', 'cpu'\]")], ids=["local", "ray"])
+def test_a_data_flow_space_on_a_split_worker_is_refused_before_the_budget(split_family, tmp_path, runner, key):
     base, experts = split_family
     data = {"name": "dfs", "sources": {"base": str(base), "models": [str(e) for e in experts]},
             "space": {"kind": "dfs", "repeats": 1}, "objectives": [{"name": "score", "direction": "maximize"}],
-            "budget": {"evaluations": 2}, "output": str(tmp_path / "dfs"), "test_split": None,
-            "runner": {"device": "cuda", "gpus_per_worker": 2}}
-    with pytest.raises(ConfigError, match=r"gpus_per_worker: 2 splits the worker over several GPUs, but this "
+            "budget": {"evaluations": 2}, "output": str(tmp_path / "dfs"), "test_split": None, "runner": runner}
+    with pytest.raises(ConfigError, match=rf"runner.{key} splits the worker over several GPUs, but this "
                                           r"space's recipes are data-flow paths \(layer_path\)"):
         Study.create(RunConfig.from_dict(data))
     assert not (tmp_path / "dfs").exists()

@@ -110,6 +110,14 @@ def test_the_ray_plan_splits_each_worker_the_same_way(families, tmp_path):
                                device_memory=80 * GIB, host_memory=512 * GIB)
     assert [d.modules for d in ray.worker.devices] == [d.modules for d in local.worker.devices]
     assert "4 worker(s) on 1 machine(s), 2 GPU each (80 GiB per GPU)" in lines[0]
+    _, listed_lines = plan_for_file(_config(tmp_path, families["7b"], type="ray", workers=4,
+                                            devices=["cuda:0", "cuda:1"]),
+                                    device_memory=80 * GIB, host_memory=512 * GIB)
+    assert listed_lines == lines  # runner.devices: the same two GPUs per actor, the same plan
+    cpu, cpu_lines = plan_for_file(_config(tmp_path, families["7b"], type="ray", workers=2, devices=["cpu", "cpu"]),
+                                   host_memory=512 * GIB)
+    assert not cpu.shared_on_host and "sources shared" not in cpu_lines[0]  # a split actor reads its own sources
+    assert any("the split over CPU devices" in line for line in cpu_lines)
 
 
 def test_a_70b_that_fits_no_pair_of_40gib_gpus_is_refused_with_the_numbers(families, tmp_path):
