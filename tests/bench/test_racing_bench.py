@@ -65,7 +65,7 @@ def test_summarise_reads_target_from_the_no_racing_median_and_cuts_at_equal_exam
     run = rb.Run
     runs = [  # E = 3 evaluations x 100 examples = 300
         run("none", 0, [Point(100, 1.0, "a", 0.5), Point(300, 3.0, "b", 0.8)], 3, 0, 3.0),
-        run("none", 1, [Point(100, 1.0, "a", 0.5), Point(200, 2.0, "c", 0.6)], 3, 0, 3.0),
+        run("none", 1, [Point(100, 1.0, "a", 0.5), Point(200, 2.0, "c", 0.6), Point(300, 3.0, "c", 0.6)], 3, 0, 3.0),
         run("none", 2, [Point(100, 1.0, "d", 0.7), Point(300, 3.0, "d", 0.7)], 3, 0, 3.0),
         run("bound", 0, [Point(60, 0.5, "a", 0.5), Point(90, 0.9, "b", 0.8)], 3, 2, 1.0),
         run("bound", 1, [Point(100, 1.0, "d", 0.7), Point(150, 1.4, "d", 0.7)], 3, 1, 1.4),
