@@ -190,14 +190,16 @@ def racing_block(rule: str) -> dict | None:
 
 # ---- running ------------------------------------------------------------------------------------------------
 
-def run_config(setting: Setting, rule: str, seed: int, out: Path) -> dict:
+def run_config(setting: Setting, rule: str, seed: int, out: Path, factor: float = 1.0) -> dict:
+    """The run config of one search; a racing rule gets ``factor`` times the evaluations (stopped ones count)."""
     block = racing_block(rule)
+    evaluations = setting.evaluations if block is None else round(setting.evaluations * factor)
     return {
         "name": f"{rule}-{seed}", "output": str(out),
         "sources": {"base": setting.base, "models": setting.models},
         "space": setting.space, "strategy": {"name": setting.strategy, **setting.strategy_options},
         "objectives": [{"task": str(t)} for t in setting.tasks],
-        "budget": {"evaluations": setting.evaluations}, "seed": seed, "test_split": "test",
+        "budget": {"evaluations": evaluations}, "seed": seed, "test_split": "test",
         "runner": {"type": "local", "device": "cpu", "threads": 1},
         **({"racing": block} if block is not None else {}),
     }
@@ -233,9 +235,12 @@ class Run:
     seconds: float
 
 
-def run_setting(setting: Setting, seeds: int, work: Path, log: Callable[[str], None]) -> list[Run]:
+def run_setting(setting: Setting, seeds: int, work: Path, log: Callable[[str], None], factor: float = 1.0
+                ) -> list[Run]:
+    """Every rule × seed of one setting, one worker for all (sources loaded once, test scores cached by key)."""
     import torch
 
+    from evomerge.errors import ConfigError
     from evomerge.exec.base import Candidate
     from evomerge.exec.local import LocalRunner
     from evomerge.exec.worker import EvalWorker
@@ -259,15 +264,25 @@ def run_setting(setting: Setting, seeds: int, work: Path, log: Callable[[str], N
         return test_cache[key]
 
     runs = []
-    for rule in setting.rules:
+    for rule in list(setting.rules):
         for seed in range(seeds):
             folder = work / f"{rule}-{seed}"
             shutil.rmtree(folder, ignore_errors=True)
-            study = Study.create(RunConfig.from_dict(run_config(setting, rule, seed, folder)), runner=runner)
+            try:
+                study = Study.create(RunConfig.from_dict(run_config(setting, rule, seed, folder, factor)),
+                                     runner=runner)
+            except ConfigError as exc:
+                if rule == "none":
+                    raise
+                log(f"  {setting.name} | {rule}: refused by this evomerge, left out: {exc}")
+                setting.rules.remove(rule)
+                break
             if not setting.full_cost:  # every train example of every task: what a trial without racing costs
                 probe = worker.evaluate(Candidate(key="probe", recipe=study.space.decode(study.space.x0()),
                                                   split="train"))
                 setting.full_cost = sum(len(v) for v in probe.per_example.values())
+            if rule != "none" and seed == 0:
+                log(f"  {setting.name} | {rule}: racing {getattr(study.config, 'racing', None)}")
             started = datetime.now()
             t0 = time.perf_counter()
             study.run()
@@ -333,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--only", default=None, help="run only settings whose name contains this text")
     ap.add_argument("--tolerance", type=float, default=0.01,
                     help="target = the no-racing rule's median final test score minus this")
+    ap.add_argument("--racing-budget", type=float, default=1.0,
+                    help="a racing rule's evaluations as a multiple of the no-racing budget (stopped ones count)")
     ap.add_argument("--json", type=Path, default=None, help="also write every run's trajectory here")
     args = ap.parse_args(argv)
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
@@ -355,10 +372,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         for i, setting in enumerate(settings(args.quick, rules, larger_tasks(large))):
             if args.only and args.only not in setting.name:
                 continue
-            runs = run_setting(setting, seeds, Path(tmp) / f"s{i}", lambda s: print(s, flush=True))
+            runs = run_setting(setting, seeds, Path(tmp) / f"s{i}", lambda s: print(s, flush=True),
+                               args.racing_budget)
             r, target, budget = summarise(setting, runs, args.tolerance)
             rows += r
-            notes.append(f"{setting.name}: {setting.note}, {setting.evaluations} evaluations per run, "
+            notes.append(f"{setting.name}: {setting.note}, {setting.evaluations} evaluations per run "
+                         f"(racing rules: {round(setting.evaluations * args.racing_budget)}), "
                          f"E = {budget:,.0f} examples, target test score {target:.3f}")
             dump[setting.name] = {"target": target, "E": budget, "runs": [
                 {"rule": x.rule, "seed": x.seed, "evaluations": x.evaluations, "pruned": x.pruned,
