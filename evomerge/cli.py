@@ -337,6 +337,8 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     summary = study.summary()
     budget = study.config.budget.evaluations
     done = f"{summary.n_trials} trials{f' of {budget}' if budget else ''}, {summary.n_failed} failed"
+    if study.config.racing is not None:  # racing: how many were stopped early, and what scoring cost
+        done += f", {summary.n_pruned} pruned by racing, {summary.examples_scored} examples scored"
     reason = study.no_success_reason()
     if reason is not None:
         out.print(f"{done}; {reason.partition(': ')[2]}", soft_wrap=True)  # the reason, not a front of nothing

@@ -11,11 +11,14 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from evomerge.recipe.model import Recipe
+
+if TYPE_CHECKING:
+    from evomerge.racing.request import RaceRequest
 
 
 @dataclass
@@ -26,12 +29,13 @@ class Candidate:
     recipe: Recipe
     genome: np.ndarray | None = None
     split: str = "train"
+    race: RaceRequest | None = None  # score in stages and stop early (evomerge.racing); None: one full pass
 
 
 @dataclass
 class EvalResult:
     key: str
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "pruned"]  # pruned: stopped by racing after part of the examples
     objectives: dict[str, float] = field(default_factory=dict)
     # per task, one score per example; workers send arrays (a Ray result pickles as one buffer, not a
     # list of Python floats); the trial record stores them as JSON lists
@@ -41,6 +45,9 @@ class EvalResult:
     fitness_seconds: float = 0.0
     worker: str = "local"
     details: dict[str, Any] = field(default_factory=dict)
+    # staged scoring (evomerge.racing.staged): examples_scored, stage, intermediate, and for pruned: reason,
+    # scored_indices (per task, the examples ``per_example`` holds the scores of)
+    racing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

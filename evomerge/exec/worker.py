@@ -94,6 +94,15 @@ class EvalWorker:
         try:
             model = self._model_for(candidate)
             t1 = time.perf_counter()
+            if candidate.race is not None:
+                from evomerge.racing.staged import evaluate_staged
+
+                with torch.inference_mode():
+                    staged = evaluate_staged(self.tasks, model, self.tokenizer, candidate.split, candidate.race)
+                return EvalResult(key=candidate.key, status=staged.status,  # type: ignore[arg-type]
+                                  objectives=staged.objectives, per_example=staged.per_example,
+                                  racing=staged.racing, merge_seconds=t1 - t0,
+                                  fitness_seconds=time.perf_counter() - t1, worker=self.name)
             with torch.inference_mode():
                 results = evaluate_all(self.tasks, model, self.tokenizer, split=candidate.split)
             t2 = time.perf_counter()

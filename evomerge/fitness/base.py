@@ -45,13 +45,31 @@ class TaskResult:
 
 @runtime_checkable
 class FitnessTask(Protocol):
-    """Scores a candidate; implementations are built from YAML by ``load_task``."""
+    """Scores a candidate; implementations are built from YAML by ``load_task``.
+
+    Racing (``evomerge.racing``) also uses, where a kind has them: ``size(split)`` (examples in a split),
+    ``evaluate(..., indices=...)`` (score only those examples: the result's ``per_example`` follows
+    ``indices``), ``per_example_sign`` (the objective is this sign times the mean of ``per_example``, over
+    any subset), ``score_range`` (bounds of one per-example score, None: unknown) and ``race_refusal`` (why
+    a kind cannot be scored in stages; None: it can).
+    """
 
     name: str
     objective_name: str
     direction: Direction
 
     def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train") -> TaskResult: ...
+
+
+def check_indices(task: str, split: str, indices: Any, n: int) -> np.ndarray | None:
+    """``indices`` (a subset of a split's examples, for staged scoring) as int64, or a FitnessError naming the task."""
+    if indices is None:
+        return None
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size):
+        raise FitnessError(f"task '{task}' split '{split}': example indices must be distinct and in [0, {n}), "
+                           f"got {idx.tolist()[:8]}...")
+    return idx
 
 
 def check_split(task: str, split: str, available: list[str] | tuple[str, ...]) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from evomerge.errors import FitnessError
-from evomerge.fitness.base import Direction, TaskResult, check_split
+from evomerge.fitness.base import Direction, TaskResult, check_indices, check_split
 from evomerge.fitness.config import ClassificationSpec, DataSource
 from evomerge.fitness.data import read_jsonl, resolve
 from evomerge.fitness.decoding import model_device
@@ -54,6 +54,9 @@ class ClassificationTask:
     """
 
     kind = "classification"
+    per_example_sign = 1.0
+    score_range: tuple[float, float] | None = (0.0, 1.0)
+    race_refusal: str | None = None
 
     def __init__(self, spec: ClassificationSpec, base_dir: Path, source: str = "<memory>",
                  arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
@@ -89,15 +92,23 @@ class ClassificationTask:
             self._tensors[key] = (torch.from_numpy(x).to(device=device, dtype=dtype), torch.from_numpy(y).to(device))
         return self._tensors[key]
 
-    def evaluate(self, model: Any, tokenizer: Any = None, *, split: str = "train") -> TaskResult:
-        """Forward the split in batches and compare argmax with the labels."""
+    def size(self, split: str) -> int:
         check_split(self.name, split, list(self.arrays))
+        return int(self.arrays[split][1].shape[0])
+
+    def evaluate(self, model: Any, tokenizer: Any = None, *, split: str = "train", indices: Any = None) -> TaskResult:
+        """Forward the split (or its examples at ``indices``) in batches and compare argmax with the labels."""
+        check_split(self.name, split, list(self.arrays))
+        idx = check_indices(self.name, split, indices, self.size(split))
         t0 = time.perf_counter()
         try:
             dtype = next(model.parameters()).dtype
         except (StopIteration, AttributeError):
             dtype = torch.float32
         x, y = self._on(split, model_device(model), dtype if dtype.is_floating_point else torch.float32)
+        if idx is not None:
+            rows = torch.from_numpy(idx).to(y.device)
+            x, y = x.index_select(0, rows), y.index_select(0, rows)
         cols = torch.as_tensor(self.spec.labels, device=y.device) if self.spec.restrict_logits else None
         preds = []
         was_training = getattr(model, "training", False)

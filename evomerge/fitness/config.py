@@ -198,6 +198,15 @@ class PythonSpec(_Generating):
     args: dict[str, Any] = Field(default_factory=dict)
     inputs: Literal["generations", "loglikelihoods"] = "generations"
     delimiter: str = " "  # between the prompt and each choice (loglikelihoods), as in multiple_choice
+    # [low, high] every score lies in: racing's bound rule needs it (a score outside fails the candidate)
+    score_range: tuple[float, float] | None = None
+
+    @field_validator("score_range")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError(f"score_range must be [low, high] with low < high, got {list(v)}")
+        return v
 
     @field_validator("function")
     @classmethod

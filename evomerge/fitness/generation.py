@@ -6,6 +6,7 @@ deterministic decoding so that a candidate's score is a function of its weights.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import warnings
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from evomerge.errors import FitnessError
-from evomerge.fitness.base import Direction, TaskResult, check_split
+from evomerge.fitness.base import Direction, TaskResult, check_indices, check_split
 from evomerge.fitness.config import GenerationSpec
 from evomerge.fitness.data import read_jsonl, resolve
 from evomerge.fitness.decoding import Batch, cut_at_eos, cut_at_stop, greedy_hf, greedy_loop, make_batches, model_device
@@ -59,22 +60,39 @@ class PromptGenerator:
         self.add_special_tokens = add_special_tokens
         self.decoder = greedy_loop if decoder == "loop" else greedy_hf
         self._cache: EncodingCache[tuple[list[Batch], int, int]] = EncodingCache()
+        self._ids: EncodingCache[list[list[int]]] = EncodingCache()  # per split, for subsets (staged scoring)
+        self._subsets: EncodingCache[tuple[list[Batch], int, int]] = EncodingCache()
 
     def texts(self, split: str, tokenizer: Any) -> list[str]:
         """The prompts of ``split`` exactly as the model reads them."""
         return self.builder.render(split, tokenizer) if self.builder is not None else self.prompts[split]
 
-    def _encode(self, split: str, tokenizer: Any) -> tuple[list[Batch], int, int]:
+    def _encode_ids(self, split: str, tokenizer: Any) -> list[list[int]]:
         ids = encode(tokenizer, self.texts(split, tokenizer), add_special_tokens=self.add_special_tokens)
         for i, seq in enumerate(ids):
             if not seq:
                 raise FitnessError(f"prompt {i} of split '{split}' encodes to no tokens")
+        return ids
+
+    def _encode(self, split: str, tokenizer: Any, indices: np.ndarray | None = None) -> tuple[list[Batch], int, int]:
+        if indices is None:
+            ids = self._encode_ids(split, tokenizer)
+        else:
+            every = self._ids.get(split, tokenizer, lambda: self._encode_ids(split, tokenizer))
+            ids = [every[int(i)] for i in indices]
         batches = make_batches(ids, self.batch_size, pad_id=pad_id(tokenizer), left=True)
         return batches, sum(map(len, ids)), len(ids)
 
-    def run(self, model: Any, tokenizer: Any, split: str) -> Generations:
+    def _batches(self, split: str, tokenizer: Any, indices: np.ndarray | None) -> tuple[list[Batch], int, int]:
+        if indices is None:
+            return self._cache.get(split, tokenizer, lambda: self._encode(split, tokenizer))
+        key = f"{split}:{hashlib.sha1(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()}"
+        return self._subsets.get(key, tokenizer, lambda: self._encode(split, tokenizer, indices))
+
+    def run(self, model: Any, tokenizer: Any, split: str, indices: np.ndarray | None = None) -> Generations:
+        """Greedy generations for the prompts of ``split`` (only those at ``indices``, in that order, if given)."""
         t0 = time.perf_counter()
-        batches, prompt_tokens, n = self._cache.get(split, tokenizer, lambda: self._encode(split, tokenizer))
+        batches, prompt_tokens, n = self._batches(split, tokenizer, indices)
         t_enc = time.perf_counter() - t0
         device = model_device(model)
         eos = eos_ids(model, tokenizer)
@@ -110,6 +128,9 @@ class GenerationTask:
     """Exact match of the extracted greedy answer against the reference answer."""
 
     kind = "generation"
+    per_example_sign = 1.0
+    score_range: tuple[float, float] | None = (0.0, 1.0)
+    race_refusal: str | None = None
 
     def __init__(self, spec: GenerationSpec, base_dir: Path, source: str = "<memory>") -> None:
         self.spec = spec
@@ -141,14 +162,20 @@ class GenerationTask:
         """Preflight: what this task needs of the tokenizer (a chat template when it asks for one)."""
         self.prompts.check_tokenizer(tokenizer, source)
 
-    def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train") -> TaskResult:
-        """Generate greedily for every prompt of ``split`` and score exact matches."""
+    def size(self, split: str) -> int:
         check_split(self.name, split, list(self.examples))
+        return len(self.examples[split])
+
+    def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train", indices: Any = None) -> TaskResult:
+        """Generate greedily for every prompt of ``split`` (or those at ``indices``) and score exact matches."""
+        check_split(self.name, split, list(self.examples))
+        idx = check_indices(self.name, split, indices, len(self.examples[split]))
         t0 = time.perf_counter()
-        gen = self.generator.run(model, tokenizer, split)
+        gen = self.generator.run(model, tokenizer, split, idx)
         t1 = time.perf_counter()
         predictions = [self.extract(text) for text in gen.texts]
-        scores = np.fromiter((p == a for p, a in zip(predictions, self.answers[split], strict=True)),
+        answers = self.answers[split] if idx is None else [self.answers[split][i] for i in idx]
+        scores = np.fromiter((p == a for p, a in zip(predictions, answers, strict=True)),
                              dtype=np.float64, count=len(predictions))
         seconds = time.perf_counter() - t0
         return TaskResult(

@@ -95,6 +95,8 @@ class HttpTask:
     """Scores from a remote service; generations or a checkpoint path go out, scores come back."""
 
     kind = "http"
+    race_refusal: str | None = ("its objective is the scorer's own number, not necessarily the mean of the "
+                                "per-example scores it returns")
 
     def __init__(self, spec: HttpSpec, base_dir: Path, source: str = "<memory>") -> None:
         self.spec = spec

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from evomerge.errors import FitnessError
-from evomerge.fitness.base import Direction, TaskResult, check_split
+from evomerge.fitness.base import Direction, TaskResult, check_indices, check_split
 from evomerge.fitness.config import MultipleChoiceSpec, PerplexitySpec
 from evomerge.fitness.data import read_jsonl, resolve
 from evomerge.fitness.decoding import token_nll
@@ -43,6 +43,9 @@ class MultipleChoiceTask:
     """Accuracy of the highest-likelihood choice; per example 1.0 if right, else 0.0."""
 
     kind = "multiple_choice"
+    per_example_sign = 1.0
+    score_range: tuple[float, float] | None = (0.0, 1.0)
+    race_refusal: str | None = None
 
     def __init__(self, spec: MultipleChoiceSpec, base_dir: Path, source: str = "<memory>") -> None:
         self.spec = spec
@@ -78,11 +81,23 @@ class MultipleChoiceTask:
                 spans.append((i, j, len(ctx) - 1, len(cont)))  # nll index t scores token t+1
         return seqs, spans
 
-    def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train") -> TaskResult:
-        """Score every choice's log-likelihood and take the argmax per example."""
+    def size(self, split: str) -> int:
         check_split(self.name, split, list(self.examples))
+        return len(self.examples[split])
+
+    def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train", indices: Any = None) -> TaskResult:
+        """Score every choice's log-likelihood and take the argmax per example (only ``indices``' examples if given)."""
+        check_split(self.name, split, list(self.examples))
+        idx = check_indices(self.name, split, indices, len(self.examples[split]))
         t0 = time.perf_counter()
         seqs, spans = self._cache.get(split, tokenizer, lambda: self._encode(split, tokenizer))
+        recs = self.examples[split]
+        if idx is not None:  # the chosen examples' sequences; spans renumbered to positions in ``idx``
+            position = {int(i): p for p, i in enumerate(idx)}
+            keep = [k for k, sp in enumerate(spans) if sp[0] in position]
+            seqs = [seqs[k] for k in keep]
+            spans = [(position[spans[k][0]], *spans[k][1:]) for k in keep]
+            recs = [recs[int(i)] for i in idx]
         t1 = time.perf_counter()
         was_training = getattr(model, "training", False)
         model.eval()
@@ -91,7 +106,6 @@ class MultipleChoiceTask:
         finally:
             model.train(was_training)
         t2 = time.perf_counter()
-        recs = self.examples[split]
         loglik = [np.full(len(r["choices"]), -np.inf) for r in recs]
         for k, (i, j, start, length) in enumerate(spans):
             ll = -float(nll[k][start:start + length].double().sum())
@@ -119,6 +133,9 @@ class PerplexityTask:
     """Mean token negative log-likelihood of texts; objective = mean loss, per example = -loss."""
 
     kind = "perplexity"
+    per_example_sign = -1.0  # objective = mean loss, per example = -loss
+    score_range: tuple[float, float] | None = None  # a loss has no upper bound
+    race_refusal: str | None = None
 
     def __init__(self, spec: PerplexitySpec, base_dir: Path, source: str = "<memory>") -> None:
         self.spec = spec
@@ -137,11 +154,18 @@ class PerplexityTask:
                                    f"{len(s)} token(s); perplexity needs at least 2")
         return seqs
 
-    def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train") -> TaskResult:
-        """Per example, the mean NLL of each token after the first given its prefix."""
+    def size(self, split: str) -> int:
         check_split(self.name, split, list(self.texts))
+        return len(self.texts[split])
+
+    def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train", indices: Any = None) -> TaskResult:
+        """Per example, the mean NLL of each token after the first given its prefix (only ``indices`` if given)."""
+        check_split(self.name, split, list(self.texts))
+        idx = check_indices(self.name, split, indices, len(self.texts[split]))
         t0 = time.perf_counter()
         seqs = self._cache.get(split, tokenizer, lambda: self._encode(split, tokenizer))
+        if idx is not None:
+            seqs = [seqs[int(i)] for i in idx]
         was_training = getattr(model, "training", False)
         model.eval()
         try:

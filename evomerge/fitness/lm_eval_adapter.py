@@ -98,6 +98,8 @@ class LmEvalTask:
     """One lm-eval task per split; objective = lm-eval's aggregate of the chosen metric under the chosen filter."""
 
     kind = "lm_eval"
+    race_refusal: str | None = ("lm-eval computes the objective itself (its aggregate, which for perplexity-like "
+                                "metrics is not a mean of per-document scores) over the documents it picks")
 
     def __init__(self, spec: LmEvalSpec, base_dir: Path, source: str = "<memory>") -> None:
         self.spec = spec

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from evomerge.errors import ConfigError, FitnessError
-from evomerge.fitness.base import Direction, TaskResult, check_split
+from evomerge.fitness.base import Direction, TaskResult, check_indices, check_split
 from evomerge.fitness.config import PythonSpec
 from evomerge.fitness.data import read_jsonl, resolve
 from evomerge.fitness.decoding import token_nll
@@ -71,6 +71,8 @@ class PythonTask:
     """Scores = ``function(generations|loglikelihoods, examples, **args)``; objective = their mean."""
 
     kind = "python"
+    per_example_sign = 1.0
+    race_refusal: str | None = None
 
     def __init__(self, spec: PythonSpec, base_dir: Path, source: str = "<memory>") -> None:
         self.spec = spec
@@ -90,6 +92,12 @@ class PythonTask:
                                          decoder=spec.decoder, stop=spec.stop)
         self._ll_cache: EncodingCache[tuple[list[list[int]], list[tuple[int, int, int, int]]]] = EncodingCache()
         self._fn: Callable[..., Any] | None = load_callable(spec.function, base_dir, source)  # fail at load
+        # the user's declared bounds of one score (racing's bound rule needs them), else unknown
+        self.score_range: tuple[float, float] | None = tuple(spec.score_range) if spec.score_range else None
+
+    def size(self, split: str) -> int:
+        check_split(self.name, split, list(self.examples))
+        return len(self.examples[split])
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -120,22 +128,34 @@ class PythonTask:
                 spans.append((i, j, len(ctx) - 1, len(cont)))
         return seqs, spans
 
-    def _loglikelihoods(self, model: Any, tokenizer: Any, split: str) -> list[list[float]]:
+    def _loglikelihoods(self, model: Any, tokenizer: Any, split: str,
+                        idx: np.ndarray | None = None) -> list[list[float]]:
         seqs, spans = self._ll_cache.get(split, tokenizer, lambda: self._choice_seqs(split, tokenizer))
+        recs = self.examples[split]
+        if idx is not None:  # only the chosen examples, renumbered to their positions in ``idx``
+            position = {int(i): p for p, i in enumerate(idx)}
+            keep = [k for k, sp in enumerate(spans) if sp[0] in position]
+            seqs = [seqs[k] for k in keep]
+            spans = [(position[spans[k][0]], *spans[k][1:]) for k in keep]
+            recs = [recs[int(i)] for i in idx]
         nll = token_nll(model, seqs, batch_size=self.spec.batch_size, pad_id=pad_id(tokenizer))
-        out: list[list[float]] = [[0.0] * len(r["choices"]) for r in self.examples[split]]
+        out: list[list[float]] = [[0.0] * len(r["choices"]) for r in recs]
         for k, (i, j, start, length) in enumerate(spans):
             out[i][j] = -float(nll[k][start:start + length].double().sum())
         return out
 
-    def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train") -> TaskResult:
-        """Produce the model's side (generations or log-likelihoods), then call the user's function."""
+    def evaluate(self, model: Any, tokenizer: Any, *, split: str = "train", indices: Any = None) -> TaskResult:
+        """Produce the model's side (generations or log-likelihoods), then call the user's function.
+
+        With ``indices`` only those examples are produced and handed to the function (in that order).
+        """
         check_split(self.name, split, list(self.examples))
+        idx = check_indices(self.name, split, indices, len(self.examples[split]))
         t0 = time.perf_counter()
-        examples = self.examples[split]
+        examples = self.examples[split] if idx is None else [self.examples[split][int(i)] for i in idx]
         details: dict[str, Any] = {}
         if self.spec.inputs == "generations":
-            gen = self.generator.run(model, tokenizer, split)
+            gen = self.generator.run(model, tokenizer, split, idx)
             inputs: dict[str, Any] = {"generations": gen.texts}
             details.update(generations=gen.texts, generated_tokens=gen.generated_tokens,
                            seconds_generate=gen.seconds_generate)
@@ -143,7 +163,7 @@ class PythonTask:
             was_training = getattr(model, "training", False)
             model.eval()
             try:
-                inputs = {"loglikelihoods": self._loglikelihoods(model, tokenizer, split)}
+                inputs = {"loglikelihoods": self._loglikelihoods(model, tokenizer, split, idx)}
             finally:
                 model.train(was_training)
             details["loglikelihoods"] = inputs["loglikelihoods"]
@@ -170,4 +190,10 @@ class PythonTask:
         bad = [i for i, v in enumerate(scores) if not math.isfinite(v)]
         if bad:
             raise FitnessError(f"{where} returned {scores[bad[0]]} for example {bad[0]}")
+        if self.score_range is not None:
+            lo, hi = self.score_range
+            out = np.flatnonzero((scores < lo) | (scores > hi))
+            if out.size:
+                raise FitnessError(f"{where} returned {scores[out[0]]} for example {int(out[0])}, outside its "
+                                   f"declared score_range [{lo}, {hi}]")
         return scores

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from evomerge.errors import CheckpointError, FitnessError
-from evomerge.fitness.base import SPLITS, Direction, TaskResult, check_split
+from evomerge.fitness.base import SPLITS, Direction, TaskResult, check_indices, check_split
 from evomerge.fitness.config import WeightDistanceSpec
 from evomerge.fitness.data import resolve
 from evomerge.fitness.decoding import model_device
@@ -54,6 +54,9 @@ class WeightDistanceTask:
     """Mean absolute difference between the model's parameters and the ``base`` checkpoint's."""
 
     kind = "weight_distance"
+    per_example_sign = -1.0  # objective = distance, its one per-example score = -distance
+    score_range: tuple[float, float] | None = None  # never needed: its one "example" is scored at the first stage
+    race_refusal: str | None = None
 
     def __init__(self, spec: WeightDistanceSpec, base_dir: Path, source: str = "<memory>") -> None:
         self.spec = spec
@@ -83,9 +86,17 @@ class WeightDistanceTask:
                 self._cache[key] = {name: ckpt.get(name, device=device) for name in ckpt.names}
         return self._cache[key]
 
-    def evaluate(self, model: Any, tokenizer: Any = None, *, split: str = "train") -> TaskResult:
-        """The same value for every split: the distance does not depend on data."""
+    def size(self, split: str) -> int:
         check_split(self.name, split, SPLITS)
+        return 1
+
+    def evaluate(self, model: Any, tokenizer: Any = None, *, split: str = "train", indices: Any = None) -> TaskResult:
+        """The same value for every split: the distance does not depend on data (one "example", index 0)."""
+        check_split(self.name, split, SPLITS)
+        idx = check_indices(self.name, split, indices, 1)
+        if idx is not None and idx.size != 1:
+            raise FitnessError(f"task '{self.name}': weight distance has one example (index 0), asked for "
+                               f"{idx.tolist()}")
         t0 = time.perf_counter()
         params = dict(model.named_parameters())
         mean, total, count = mean_abs_distance(params, self._base_on(model_device(model)), task=self.name,

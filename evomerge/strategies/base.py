@@ -159,6 +159,17 @@ class Strategy(ABC):
     def tell(self, genomes: Sequence[Genome], values: Sequence[Sequence[float] | None]) -> None:
         """Report objective values (``None`` or any non-finite value: the evaluation failed)."""
 
+    def tell_pruned(self, genomes: Sequence[Genome], estimate: Sequence[float] | None,
+                    intermediate: Sequence[tuple[int, float]]) -> None:
+        """Report candidates that racing stopped early (``evomerge.racing``).
+
+        ``estimate``: the running objective values over the examples scored (their means, an unbiased
+        estimate of the full-split values); ``intermediate``: (examples scored, running scalar) per stage.
+        Default: told ``estimate`` as the value (CMA-ES, the population methods, random); Optuna-based
+        strategies override it to record an Optuna PRUNED trial.
+        """
+        self.tell(genomes, [estimate] * len(genomes))
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (picklable)."""

@@ -154,6 +154,24 @@ class OptunaStrategy(Strategy):
             if clean is not None:
                 self._remember(g, clean)
 
+    def tell_pruned(self, genomes: Sequence[Genome], estimate: Sequence[float] | None,
+                    intermediate: Sequence[tuple[int, float]]) -> None:
+        """A candidate racing stopped: an Optuna PRUNED trial, with its intermediate values (single objective;
+        Optuna's samplers rank such trials below the complete ones, TPE by their last intermediate value)."""
+        storage = self._study._storage
+        for genome in genomes:
+            key = genome_key(self._as_genome(genome))
+            number = next((num for num, (k, _) in self._pending.items() if k == key), None)
+            if number is None:
+                raise StrategyError(f"{self.name}: told a genome that is not pending ({len(self._pending)} pending)")
+            if self.problem.n_objectives == 1:
+                trial_id = storage.get_trial_id_from_study_id_trial_number(self._study._study_id, number)
+                for step, value in intermediate:
+                    storage.set_trial_intermediate_value(trial_id, int(step), float(value))
+            with _quiet():
+                self._study.tell(number, state=TrialState.PRUNED)
+            self._pending.pop(number)
+
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         trials = [
@@ -162,6 +180,7 @@ class OptunaStrategy(Strategy):
                 "state": t.state.name,
                 "params": dict(t.params),
                 "values": None if t.values is None else list(t.values),
+                "intermediate_values": dict(t.intermediate_values),
                 "system_attrs": dict(t.system_attrs),
                 "user_attrs": dict(t.user_attrs),
                 "datetime_start": t.datetime_start,
@@ -202,6 +221,7 @@ class OptunaStrategy(Strategy):
                 params=t["params"],
                 distributions={name: self._distributions[name] for name in t["params"]},
                 values=t["values"],
+                intermediate_values=t.get("intermediate_values") or None,
                 system_attrs=t["system_attrs"],
                 user_attrs=t["user_attrs"],
             )

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evomerge.racing.config import RacingConfig
 from evomerge.recipe.tokenizer import TokenizerSpec
 from evomerge.yamlfile import read_yaml, validate_mapping
 
@@ -139,6 +140,7 @@ class RunConfig(_Strict):
     test_split: str | None = "test"  # the front (and baselines) are re-evaluated on it at the end
     reference_point: list[float] | None = None  # hypervolume reference, in objective units
     baselines: list[BaselineConfig] = Field(default_factory=list)
+    racing: RacingConfig | None = None  # staged scoring with early stopping (evomerge.racing); None: off
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -175,7 +177,10 @@ class RunConfig(_Strict):
         return RunConfig.model_validate(data)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        data = self.model_dump(mode="json")
+        if data.get("racing") is None:  # absent, as in the configs of runs made before racing existed
+            data.pop("racing", None)
+        return yaml.safe_dump(data, sort_keys=False)
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:

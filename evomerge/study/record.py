@@ -5,6 +5,9 @@ any SQLAlchemy URL, or a journal file on a shared filesystem), so
 optuna-dashboard opens a run as it is. A trial is written only once it is
 finished (complete or failed), in a single storage call: a crash leaves each
 evaluation either fully recorded or absent, never half.
+
+A candidate stopped by racing is recorded PRUNED (Optuna's state for it), with its intermediate
+values (step: examples scored so far, value: the running objective) and partial scores.
 """
 
 from __future__ import annotations
@@ -69,9 +72,25 @@ def _lists(per_example: dict[str, Any]) -> dict[str, list[float]]:
 def _record_of(trial: FrozenTrial) -> TrialRecord:
     attrs = trial.user_attrs
     genome = np.asarray(attrs["genome"], dtype=np.float64) if "genome" in attrs else None
+    user_attrs = dict(attrs)
+    if trial.intermediate_values:  # racing's stages: [[examples scored, running objective], ...]
+        user_attrs["intermediate"] = [[int(k), float(v)] for k, v in sorted(trial.intermediate_values.items())]
     return TrialRecord(number=trial.number, key=attrs.get("key", ""), status=attrs.get("status", "?"),
                        objectives=dict(attrs.get("objectives", {})), genome=genome, recipe=attrs.get("recipe"),
-                       user_attrs=dict(attrs))
+                       user_attrs=user_attrs)
+
+
+def racing_attrs(result: EvalResult) -> dict[str, Any]:
+    """What racing adds to a trial's user attributes: examples scored, and for a stopped one its stage and reason."""
+    out: dict[str, Any] = {}
+    if result.status in ("ok", "pruned"):
+        out["examples_scored"] = int(result.racing.get("examples_scored",
+                                                       sum(len(v) for v in result.per_example.values())))
+    if result.status == "pruned":
+        out["stage"] = int(result.racing["stage"])
+        out["racing"] = str(result.racing["reason"])
+        out["scored_indices"] = result.racing.get("scored_indices", {})
+    return out
 
 
 class TrialStore:
@@ -93,7 +112,8 @@ class TrialStore:
                                                                                         strict=True)}
 
     def records(self) -> list[TrialRecord]:
-        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        trials = self.study.get_trials(deepcopy=False,
+                                       states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
         return [_record_of(t) for t in trials]
 
     def running(self) -> list[TrialRecord]:
@@ -134,6 +154,7 @@ class TrialStore:
                                  "fitness_seconds": result.fitness_seconds, "worker": result.worker, **extra}
         if result.error:
             attrs["error"] = result.error[-20000:]
+        attrs.update(racing_attrs(result))
         for k, v in json.loads(json.dumps(attrs)).items():
             self.storage.set_trial_user_attr(trial_id, k, v)
         ok = result.ok and all(n in result.objectives for n in self.objective_names)
@@ -159,12 +180,15 @@ class TrialStore:
             attrs["recipe"] = recipe
         if result.error:
             attrs["error"] = result.error[-20000:]
+        attrs.update(racing_attrs(result))
         params, dists = self._params(genome)
         ok = result.ok and all(n in result.objectives for n in self.objective_names)
+        pruned = result.status == "pruned"
         trial = optuna.trial.create_trial(
-            state=TrialState.COMPLETE if ok else TrialState.FAIL,
+            state=TrialState.COMPLETE if ok else TrialState.PRUNED if pruned else TrialState.FAIL,
             values=[result.objectives[n] for n in self.objective_names] if ok else None,
             params=params, distributions=dists, user_attrs=json.loads(json.dumps(attrs)),
+            intermediate_values={int(step): float(v) for step, v in result.racing.get("intermediate", [])},
         )
         self.study.add_trial(trial)
         self._count += 1

@@ -47,14 +47,18 @@ class StreamState:
     asked: int = 0  # genomes asked from the strategy so far
     told: int = 0  # trial records told so far: exactly those numbered below this
     inflight: list[tuple[str, list[np.ndarray]]] = field(default_factory=list)  # asked, untold, in ask order
+    # racing: per in-flight key, the told count when it was first asked (its references are the trials below it)
+    horizons: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"asked": self.asked, "told": self.told,
-                "inflight": [(k, [np.array(g) for g in gs]) for k, gs in self.inflight]}
+                "inflight": [(k, [np.array(g) for g in gs]) for k, gs in self.inflight],
+                "horizons": dict(self.horizons)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StreamState:
-        return cls(int(d["asked"]), int(d["told"]), [(k, [np.asarray(g) for g in gs]) for k, gs in d["inflight"]])
+        return cls(int(d["asked"]), int(d["told"]), [(k, [np.asarray(g) for g in gs]) for k, gs in d["inflight"]],
+                   {str(k): int(v) for k, v in d.get("horizons", {}).items()})
 
 
 @dataclass
@@ -97,15 +101,16 @@ class StreamLoop:
         key = genome_key(genome)
         if key in self.known:
             self.hooks.count_reused(1)
-            self.strategy.tell([genome], [self.study._strategy_value(self.known[key])])
+            self.study._tell([genome], self.known[key])
         else:
             self.inflight.setdefault(key, []).append(genome)
+            self.state.horizons.setdefault(key, self.state.told)
         return True
 
     def _tell(self, record: TrialRecord) -> None:
         genomes = self.inflight.pop(record.key)
-        value = self.study._strategy_value(record)
-        self.strategy.tell(genomes, [value] * len(genomes))
+        self.state.horizons.pop(record.key, None)
+        self.study._tell(genomes, record)
         self.known[record.key] = record
         self.state.told += 1
 
@@ -164,7 +169,8 @@ class StreamLoop:
         cands = []
         for key in fresh:
             genome = self.inflight[key][0]
-            cand = Candidate(key=key, recipe=self.study.space.decode(genome), genome=genome)
+            race = self.study.race_request(self.state.horizons.get(key, self.state.told), self.known.values())
+            cand = Candidate(key=key, recipe=self.study.space.decode(genome), genome=genome, race=race)
             self.candidates[key] = cand
             cands.append(cand)
         self.study.runner.submit(cands)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,8 @@ class StudySummary:
     reference_point: list[float]
     test_results: dict[str, Any] = field(default_factory=dict)
     stopped_early: bool = False
+    n_pruned: int = 0  # stopped by racing (recorded PRUNED)
+    examples_scored: int = 0  # summed over the trials that record it
 
 
 def build_space(config: RunConfig):
@@ -167,6 +169,9 @@ class Study:
                                x0=self.space.x0(), names=tuple(self.space.names))
         self.strategy = make_strategy(config.strategy.name, self.problem, seed=config.seed,
                                       **config.strategy.options)
+        from evomerge.racing.driver import check_racing
+
+        check_racing(config, self.objectives, self.tasks, self.scalarized)
         if claim is not None:  # a new run: everything above validated, and preflight, before the folder is written
             from evomerge.study.preflight import preflight
 
@@ -183,6 +188,7 @@ class Study:
         self._runner = runner
         self._elapsed_before = 0.0
         self._stream_state: StreamState | None = None
+        self._horizon = 0  # generational loop: trials recorded when the current generation was asked (racing)
         self._load_checkpoint()
 
     # ---- construction ---------------------------------------------------------------------------
@@ -232,6 +238,7 @@ class Study:
                     "by replaying the recorded trials") from None
             self.strategy.load_state_dict(state["strategy"])
             self._elapsed_before = float(state.get("elapsed_s", 0.0))
+            self._horizon = int(state.get("horizon", 0))
             if state.get("stream") is not None:
                 self._stream_state = StreamState.from_dict(state["stream"])
 
@@ -241,18 +248,38 @@ class Study:
 
     def _save_checkpoint(self, elapsed: float, stream: dict[str, Any] | None = None) -> None:
         save_pickle(self.run_dir / CHECKPOINT_FILE, {"strategy": self.strategy.state_dict(), "elapsed_s": elapsed,
-                                                    "stream": stream, "version": 1})
+                                                    "stream": stream, "horizon": self._horizon, "version": 1})
 
     # ---- values -----------------------------------------------------------------------------------
     def score(self, objectives: dict[str, float]) -> float:
         return scalarize(objectives, self.objectives)
 
     def _strategy_value(self, record: TrialRecord) -> list[float] | None:
-        if record.status != "ok":
+        """What the strategy is told: the objectives (or their scalarisation); a pruned trial's running estimate."""
+        if record.status not in ("ok", "pruned"):
             return None
         if self.scalarized:
             return [self.score(record.objectives)]
         return [record.objectives[o.name] for o in self.objectives]
+
+    def _tell(self, genomes: list[np.ndarray], record: TrialRecord) -> None:
+        """Tell one record; a pruned one as such (Optuna strategies: PRUNED with its intermediate values)."""
+        value = self._strategy_value(record)
+        if record.status == "pruned":
+            sign = self.objectives[0].sign if len(self.objectives) == 1 else 1.0  # intermediate values: see record.py
+            steps = [(int(st), sign * float(v)) for st, v in record.user_attrs.get("intermediate", [])]
+            self.strategy.tell_pruned(genomes, value, steps)
+        else:
+            self.strategy.tell(genomes, [value] * len(genomes))
+
+    def race_request(self, horizon: int, records: Iterable[TrialRecord]) -> Any:
+        """The racing request for a candidate asked when ``horizon`` trials were recorded (None: racing is off)."""
+        from evomerge.racing.driver import race_request, racing_enabled
+
+        if not racing_enabled(self.config):
+            return None
+        return race_request(self.config, self.objectives, self.tasks, self.scalarized,
+                            (r for r in records if r.number < horizon), self.score)
 
     # ---- the loop ---------------------------------------------------------------------------------
     def run(self, on_progress: Callable[[Progress], None] | None = None) -> StudySummary:
@@ -273,7 +300,7 @@ class Study:
         # kept up to date per result (a progress report after every cheap candidate must not rescan the run)
         scores = [self.score(r.objectives) for r in records.values() if r.status == "ok"]
         best: float | None = max(scores) if scores else None
-        failed = sum(r.status != "ok" for r in records.values())
+        failed = sum(r.status == "failed" for r in records.values())
         breaker = Breaker(budget.stop_after_first_failures, self.run_dir, succeeded=bool(scores))
 
         def elapsed() -> float:
@@ -295,17 +322,23 @@ class Study:
             recipe = cand.recipe.to_dict() if cand.recipe is not None else None
             number = self.store.add(result, cand.genome, recipe,
                                     {"split": "train", "details": result.details, **extra})
+            attrs = dict(extra)
+            if result.racing:  # what replay and racing read back from the record
+                attrs["intermediate"] = result.racing.get("intermediate", [])
+            if result.ok and cand.race is not None:
+                attrs["per_example"] = {k: np.asarray(v).tolist() for k, v in result.per_example.items()}
             rec = TrialRecord(number=number, key=result.key, status=result.status, objectives=result.objectives,
-                              genome=cand.genome, recipe=recipe, user_attrs=dict(extra))
+                              genome=cand.genome, recipe=recipe, user_attrs=attrs)
             records[result.key] = rec
             last_record[:] = [rec]
             nonlocal best, failed
             if rec.status == "ok":
                 score = self.score(rec.objectives)
                 best = score if best is None else max(best, score)
-            else:
+            elif rec.status == "failed":
                 failed += 1
-            breaker.observe(rec.status == "ok", result.error)  # raises when the first ones all failed alike
+            # a pruned candidate was scored (on part of the examples): not a failure
+            breaker.observe(rec.status != "failed", result.error)  # raises when the first ones all failed alike
             return rec
 
         def count_reused(n: int) -> None:
@@ -333,7 +366,8 @@ class Study:
             genomes = self.strategy.ask(None)
             if not genomes:
                 return False  # nothing to evaluate and this loop tells whole batches: waiting would spin forever
-            candidates = [Candidate(key=genome_key(g), recipe=self.space.decode(g), genome=np.asarray(g))
+            race = self.race_request(self._horizon, records.values())  # same for the whole generation
+            candidates = [Candidate(key=genome_key(g), recipe=self.space.decode(g), genome=np.asarray(g), race=race)
                           for g in genomes]
             hooks.count_reused(sum(c.key in records for c in candidates))
             todo: dict[str, Candidate] = {}
@@ -352,7 +386,10 @@ class Study:
                     break
             if not complete:
                 return interrupt.requested()  # unfinished generation: no tell, a resume with more budget re-asks it
+            # CMA-ES and the other generational strategies are told a pruned candidate's running estimate
+            # (the objectives' means over the examples it was scored on), in the generation's own tell
             self.strategy.tell(genomes, [self._strategy_value(records[c.key]) for c in candidates])
+            self._horizon = 1 + max(r.number for r in records.values())  # the next generation races these
             self._save_checkpoint(hooks.elapsed())
             if interrupt.requested():
                 return True
@@ -372,7 +409,9 @@ class Study:
         archive, ok = self.archive()
         best = max(ok, key=lambda r: self.score(r.objectives)) if ok else None
         return StudySummary(run_dir=self.run_dir, n_trials=len(records),
-                            n_failed=sum(r.status != "ok" for r in records),
+                            n_failed=sum(r.status == "failed" for r in records),
+                            n_pruned=sum(r.status == "pruned" for r in records),
+                            examples_scored=sum(int(r.user_attrs.get("examples_scored", 0)) for r in records),
                             best_number=best.number if best else None,
                             best_score=self.score(best.objectives) if best else None,
                             front=archive.front, hypervolume=archive.hypervolume(),

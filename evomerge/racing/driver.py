@@ -1,0 +1,98 @@
+"""Driver side of racing: the config checks, and the request attached to each candidate.
+
+A candidate is raced against the trials recorded before it was asked (its *horizon*): the k-th best
+fully scored one (one scalar objective) or every member of their Pareto front (several objectives).
+The horizon is a function of the ask/tell order, which a resume replays, so a resumed run attaches the
+same references and takes the same decisions as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from evomerge.errors import ConfigError
+from evomerge.racing.request import RaceRequest, Reference, Term
+
+PRUNER_RULES = ("median", "successive_halving", "hyperband")
+
+
+def racing_enabled(config: Any) -> bool:
+    return config.racing is not None and config.racing.rule != "none"
+
+
+def check_racing(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], scalarized: bool) -> None:
+    """Refuse, naming the key or task and why, a racing config that cannot be honoured."""
+    if not racing_enabled(config):
+        return
+    rc = config.racing
+    if config.runner.type not in ("local", "ray") or config.runner.target is not None:
+        raise ConfigError(f"racing: runner type '{config.runner.type}' has no fitness tasks to score in stages; "
+                          "racing needs the local or ray runner with task objectives")
+    if len(tasks) != len(objectives):
+        raise ConfigError("racing: every objective must come from a fitness task (objectives[].task); "
+                          "a named value without a task cannot be scored in stages")
+    for task in tasks:
+        kind = getattr(task, "kind", type(task).__name__)
+        refusal = getattr(task, "race_refusal", "it does not support scoring a subset of its examples")
+        if refusal is not None or not hasattr(task, "size"):
+            raise ConfigError(f"racing: task '{task.name}' (kind {kind}) cannot be scored in stages: {refusal}")
+        if rc.rule == "bound" and getattr(task, "score_range", None) is None and task.size("train") > 1:
+            hint = " (declare score_range: [low, high] in the task)" if kind == "python" else ""
+            raise ConfigError(f"racing.rule bound: task '{task.name}' (kind {kind}) has no known range of its "
+                              f"per-example scores, which the bound needs{hint}; use rule median, "
+                              "successive_halving or hyperband instead")
+    if rc.rule in PRUNER_RULES:
+        if not scalarized:
+            raise ConfigError(f"racing.rule {rc.rule}: Optuna's pruners are single-objective; with several "
+                              "objectives (a multi-objective strategy) use rule bound")
+        raise ConfigError(f"racing.rule {rc.rule}: not available yet in this version; use rule bound")
+
+
+def terms_of(objectives: Sequence[Any], tasks: Sequence[Any]) -> list[Term]:
+    total = sum(o.weight for o in objectives) or 1.0
+    out = []
+    for o, t in zip(objectives, tasks, strict=True):
+        rng = getattr(t, "score_range", None)
+        out.append(Term(task=t.name, objective=o.name, pe_sign=float(getattr(t, "per_example_sign", 1.0)),
+                        sign=o.sign, weight=o.weight / total, score_range=None if rng is None else rng[1] - rng[0]))
+    return out
+
+
+def _reference(record: Any, terms: Sequence[Term], sizes: dict[str, int]) -> Reference | None:
+    per = record.user_attrs.get("per_example") or {}
+    vectors = {}
+    for t in terms:
+        v = per.get(t.task)
+        if v is None or len(v) != sizes[t.task]:
+            return None  # not a full-split vector of this task (another run's layout): not a usable reference
+        vectors[t.task] = np.asarray(v, dtype=np.float64)
+    return Reference(number=record.number, per_example=vectors)
+
+
+def race_request(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], scalarized: bool,
+                 pool: Iterable[Any], score: Any) -> RaceRequest | None:
+    """The request for a candidate raced against ``pool`` (the fully scored trials before its horizon)."""
+    if not racing_enabled(config):
+        return None
+    rc = config.racing
+    terms = terms_of(objectives, tasks)
+    sizes = {t.name: int(t.size("train")) for t in tasks}
+    ok = sorted((r for r in pool if r.status == "ok"), key=lambda r: r.number)
+    refs: list[Reference] = []
+    if scalarized:
+        ranked = sorted(ok, key=lambda r: (-score(r.objectives), r.number))
+        usable = [ref for ref in (_reference(r, terms, sizes) for r in ranked[: rc.k]) if ref is not None]
+        if len(ranked) >= rc.k and len(usable) == rc.k:
+            refs = [usable[-1]]
+    elif ok:
+        from evomerge.study.archive import non_dominated
+
+        values = np.array([[r.objectives[o.name] for o in objectives] for r in ok], dtype=np.float64)
+        front = [ok[i] for i in non_dominated(values, [o.direction for o in objectives])]
+        refs = [ref for ref in (_reference(r, terms, sizes) for r in front) if ref is not None]
+    seed = config.seed if rc.order_seed is None else rc.order_seed
+    return RaceRequest(rule=rc.rule, stages=list(rc.stages), confidence=rc.confidence, order_seed=int(seed),
+                       terms=terms, scalar=scalarized, references=refs)

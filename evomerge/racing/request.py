@@ -1,0 +1,115 @@
+"""What the driver attaches to a candidate to race it, and the decision the worker takes after each stage.
+
+The decision is taken where the candidate is scored (the worker), against references the driver
+attached when it submitted the candidate: a stopped candidate frees its worker at once, with no round
+trip, and a resume replays it exactly (the references are a function of the trials recorded before it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evomerge.racing.bound import mean_lower_bound, mean_upper_bound
+
+
+@dataclass(frozen=True)
+class Term:
+    """One objective of the run, computed by one task: ``objective = pe_sign · mean(per_example)``."""
+
+    task: str
+    objective: str
+    pe_sign: float  # the task kind's per_example_sign
+    sign: float  # +1: the run maximises this objective, -1: minimises it
+    weight: float  # its share of the scalarised score (weight / total weight)
+    score_range: float | None  # high − low of one per-example score; None: unknown
+
+
+@dataclass
+class Reference:
+    """A fully scored trial the candidate is raced against: its per-example scores on the whole split."""
+
+    number: int
+    per_example: dict[str, np.ndarray]  # task name -> one score per example, natural index order
+
+
+@dataclass
+class RaceRequest:
+    """Everything the worker needs to score a candidate in stages and decide when to stop it."""
+
+    rule: str  # none | bound | median | successive_halving | hyperband
+    stages: list[float]
+    confidence: float
+    order_seed: int
+    terms: list[Term]
+    scalar: bool  # True: race the scalarised score against references[0]; False: Pareto dominance by any reference
+    references: list[Reference] = field(default_factory=list)
+    # pruner rules: per stage index, the running scalar a candidate must reach to go on (computed by the driver)
+    thresholds: dict[int, float] = field(default_factory=dict)
+
+    def scalar_value(self, objectives: dict[str, float]) -> float:
+        """The scalarised score (larger is better), as the Study computes it."""
+        return sum(t.weight * t.sign * objectives[t.objective] for t in self.terms)
+
+    def running_value(self, objectives: dict[str, float]) -> float:
+        """The intermediate value recorded per stage: the objective itself for one objective, else the scalar."""
+        return objectives[self.terms[0].objective] if len(self.terms) == 1 else self.scalar_value(objectives)
+
+    # ---- the decision ----------------------------------------------------------------------------------------
+    def decide(self, stage: int, scored: dict[str, tuple[np.ndarray, np.ndarray]], sizes: dict[str, int],
+               objectives: dict[str, float]) -> str | None:
+        """After stage ``stage`` (not the last): a one-line reason to stop the candidate, or None to go on.
+
+        ``scored``: per task, (example indices scored so far, their scores).
+        """
+        if self.rule == "bound":
+            return self._bound(stage, scored, sizes)
+        if self.rule in ("median", "successive_halving", "hyperband"):
+            threshold = self.thresholds.get(stage)
+            value = self.scalar_value(objectives)
+            if threshold is not None and value < threshold:
+                return (f"{self.rule}: running score {value:.6g} after stage {stage + 1} of {len(self.stages)} is "
+                        f"below the pruner's threshold {threshold:.6g}")
+        return None
+
+    def _delta(self) -> float:
+        """The per-test error: 1 − confidence shared (union bound) by every stage, task and reference tested."""
+        tests = max(1, len(self.stages) - 1) * len(self.terms) * (1 if self.scalar else max(1, len(self.references)))
+        return (1.0 - self.confidence) / tests
+
+    def _difference_bound(self, term: Term, ref: Reference, scored: dict[str, tuple[np.ndarray, np.ndarray]],
+                          sizes: dict[str, int], coef: float, delta: float) -> float:
+        """Upper bound (at 1 − delta) of ``coef`` × the full-split mean of candidate − reference per-example scores."""
+        idx, scores = scored[term.task]
+        n, size = len(idx), sizes[term.task]
+        d = scores - ref.per_example[term.task][idx]
+        if n >= size:
+            return coef * float(d.mean())
+        if term.score_range is None:
+            return math.inf  # no known range: this term never lets the bound stop a candidate
+        width = 2.0 * term.score_range  # a difference of two scores in [lo, hi] lies in [lo − hi, hi − lo]
+        if coef >= 0:
+            return coef * mean_upper_bound(d, size, width, delta)
+        return coef * mean_lower_bound(d, size, width, delta)
+
+    def _bound(self, stage: int, scored: dict[str, tuple[np.ndarray, np.ndarray]], sizes: dict[str, int]) -> str | None:
+        if not self.references:
+            return None
+        delta = self._delta()
+        seen = sum(len(scored[t.task][0]) for t in self.terms)
+        if self.scalar:
+            ref = self.references[0]
+            upper = sum(self._difference_bound(t, ref, scored, sizes, t.weight * t.sign * t.pe_sign, delta)
+                        for t in self.terms)
+            if upper < 0:
+                return (f"bound: after {seen} examples the {self.confidence:g}-confidence upper bound of the "
+                        f"full-split score minus trial {ref.number}'s is {upper:.4g} < 0")
+            return None
+        for ref in self.references:
+            uppers = [self._difference_bound(t, ref, scored, sizes, t.sign * t.pe_sign, delta) for t in self.terms]
+            if all(u <= 0 for u in uppers) and any(u < 0 for u in uppers):
+                return (f"bound: after {seen} examples trial {ref.number} dominates it at {self.confidence:g} "
+                        f"confidence (upper bounds of the differences {', '.join(f'{u:.4g}' for u in uppers)})")
+        return None
