@@ -19,19 +19,18 @@ FULL = 120  # train examples of one full evaluation in this run
 
 @pytest.fixture(scope="module")
 def raced(tmp_path_factory: pytest.TempPathFactory) -> Study:
-    """A sphere search (4 real trials), then trials recorded as racing records them: full ones and stopped ones."""
+    """A run whose trials are recorded as racing records them: fully scored ones and stopped ones."""
     out = tmp_path_factory.mktemp("runs")
     study = Study.create(RunConfig.from_dict({
         "name": "raced", "space": {"kind": "box", "dim": 2}, "strategy": {"name": "random"},
         "objectives": [{"name": "sphere", "direction": "minimize"}], "budget": {"evaluations": 4}, "seed": 0,
         "output": str(out / "raced"), "runner": {"type": "function", "target": "evomerge.exec.synthetic:sphere"}}))
-    study.run()
-    # trial 4: fully scored with racing on (the best so far); trials 5, 7: stopped; trial 6: fully scored
-    for number, value in ((4, 0.001), (6, 0.5)):
+    # trial 0: fully scored (the best); trials 1, 2: stopped; trial 3: fully scored, worse
+    for number, value in ((0, 0.001), (3, 0.5)):
         study.store.add(EvalResult(key=f"k{number}", status="ok", objectives={"sphere": value},
                                    per_example={"t": np.zeros(FULL)}), np.array([0.3, 0.3]), None,
                         {"examples_scored": FULL})
-        if number == 4:
+        if number == 0:
             for stage, (examples, running) in enumerate(((15, -0.9), (30, -0.8))):
                 study.store.study.add_trial(optuna.trial.create_trial(
                     state=optuna.trial.TrialState.PRUNED, intermediate_values={examples: running},
@@ -43,32 +42,30 @@ def raced(tmp_path_factory: pytest.TempPathFactory) -> Study:
 
 def test_stopped_trials_are_read_with_their_cost_and_kept_off_the_front_and_the_best_curve(raced):
     data = collect(raced.run_dir)
-    assert [(s.trial, s.stage, s.examples, s.value) for s in data.stopped] == [(5, 0, 15, -0.9), (6, 1, 30, -0.8)]
+    assert [(s.trial, s.stage, s.examples, s.value) for s in data.stopped] == [(1, 0, 15, -0.9), (2, 1, 30, -0.8)]
     assert data.stopped[0].reason.startswith("bound: ")
-    assert {p.trial for p in data.points} == {0, 1, 2, 3, 4, 7}
-    assert [p.trial for p in data.front] == [4]
+    assert {p.trial for p in data.points} == {0, 3}
+    assert [p.trial for p in data.front] == [0]
     assert data.failed == 0
     assert data.full_examples == FULL  # the most a fully scored trial scored
     assert data.examples_saved == (FULL - 15) + (FULL - 30)
-    assert data.curve_evals == list(range(1, 9))  # stopped trials are evaluations
-    # a fully scored trial that does not say what it cost counts as a full evaluation; then 120, 15, 30, 120
-    assert data.curve_examples == [120, 240, 360, 480, 600, 615, 645, 765]
-    best = data.curve_best
-    assert best[4] == best[5] == best[6] == best[7] == pytest.approx(-0.001)  # stops and a worse trial: unmoved
+    assert data.curve_evals == [1, 2, 3, 4]  # stopped trials are evaluations
+    assert data.curve_examples == [120, 135, 165, 285]
+    assert data.curve_best == pytest.approx([-0.001] * 4)  # stops and a worse trial leave the best where it was
 
 
 def test_the_page_shows_the_stopped_trials_with_the_examples_they_cost(raced, tmp_path):
     page = write_report(raced.run_dir, tmp_path / "rep", png=False).html.read_text()
-    assert "6 scored trials, 0 failed, 2 stopped early by racing" in page
-    assert "2 of 8 evaluations were stopped early by racing; they scored 45 train examples instead of 240" in page
+    assert "2 scored trials, 0 failed, 2 stopped early by racing" in page
+    assert "2 of 4 evaluations were stopped early by racing; they scored 45 train examples instead of 240" in page
     assert "195 examples saved" in page
     table = page[page.index("<table class='stopped'>"):]
     table = table[:table.index("</table>")]
-    assert re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td>", table) == [("5", "0", "15"),
-                                                                                      ("6", "1", "30")]
+    assert re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td>", table) == [("1", "0", "15"),
+                                                                                      ("2", "1", "30")]
     assert all(f'id="fig{i}"' in page for i in range(4))  # the racing figure joins the three
     assert '"name":"stopped early (running score)"' in page and '"name":"stopped early"' in page
-    assert '"6":{"merge_method":"linear"' in page.replace(" ", "")  # a stopped trial's recipe opens on click
+    assert '"2":{"merge_method":"linear"' in page.replace(" ", "")  # a stopped trial's recipe opens on click
 
 
 def test_a_run_without_racing_has_no_racing_section(tmp_path):
