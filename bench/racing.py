@@ -142,7 +142,7 @@ def rules_for(strategy: str, wanted: Sequence[str]) -> list[str]:
 
 
 def settings(quick: bool, wanted_rules: Sequence[str], larger_tasks: list[Path]) -> list[Setting]:
-    n_tiny, n_digits, n_large = (10, 16, 6) if quick else (40, 60, 30)
+    n_tiny, n_digits, n_large = (10, 16, 6) if quick else (30, 60, 30)
     tiny = dict(base=str(TINYLM / "base"), models=[str(TINYLM / m) for m in ("math_a", "lang_b", "list_a")],
                 space="search_spaces/ps_dare_ties.yaml")
     digits = dict(base=str(DIGITS / "init"), models=[str(DIGITS / "expert_0_4"), str(DIGITS / "expert_5_9")])
