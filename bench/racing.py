@@ -138,7 +138,7 @@ class Setting:
 
 def rules_for(strategy: str, wanted: Sequence[str]) -> list[str]:
     """Optuna's pruners only for Optuna strategies; the bound rule for every strategy."""
-    return [r for r in wanted if r in ("none", "bound") or strategy in OPTUNA_STRATEGIES]
+    return [r for r in wanted if r in ("none", "bound", "normal") or strategy in OPTUNA_STRATEGIES]
 
 
 def settings(quick: bool, wanted_rules: Sequence[str], larger_tasks: list[Path]) -> list[Setting]:
@@ -183,9 +183,19 @@ def larger_tasks(folder: Path) -> list[Path]:
     return out
 
 
+RULES = {  # the bench's rule names -> the run config's racing block (None: no block, every candidate fully scored)
+    "none": None,
+    "bound": {"rule": "bound"},                       # the default test: empirical Bernstein–Serfling
+    "normal": {"rule": "bound", "test": "normal"},    # the paired normal approximation with the fpc
+    "median": {"rule": "median"},
+    "successive_halving": {"rule": "successive_halving"},
+    "hyperband": {"rule": "hyperband"},
+}
+
+
 def racing_block(rule: str) -> dict | None:
     """The run config's ``racing`` block for a rule (None: the block is absent, today's full evaluation)."""
-    return None if rule == "none" else {"rule": rule}
+    return dict(RULES[rule]) if RULES[rule] is not None else None
 
 
 # ---- running ------------------------------------------------------------------------------------------------
@@ -343,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke test: small budgets, 2 seeds, fewer settings")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per setting and rule (default 5; quick: 2)")
-    ap.add_argument("--rules", default="none,bound,median,successive_halving,hyperband",
+    ap.add_argument("--rules", default="none,bound,normal,median,successive_halving,hyperband",
                     help="racing rules to compare (none: no racing); Optuna pruners run on Optuna strategies only")
     ap.add_argument("--only", default=None, help="run only settings whose name contains this text")
     ap.add_argument("--tolerance", type=float, default=0.01,
@@ -353,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write every run's trajectory here")
     args = ap.parse_args(argv)
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    if unknown := [r for r in rules if r not in RULES]:
+        ap.error(f"--rules: unknown {unknown}; known: {', '.join(RULES)}")
     if "none" not in rules:
         rules.insert(0, "none")
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
