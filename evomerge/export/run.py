@@ -87,6 +87,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, trials: list[int] | 
         if missing:
             raise ConfigError(f"{run_dir}: no finished trial {missing} (trials run 0..{max(finished, default=-1)})")
         selected = list(dict.fromkeys(trials))
+        pruned = [n for n in selected if finished[n].status == "pruned"]
+        if pruned:  # its objectives are running means over part of the examples: no model card may show them
+            n = pruned[0]
+            raise ConfigError(f"{run_dir}: trial {n} was stopped by racing after "
+                              f"{finished[n].user_attrs.get('examples_scored', '?')} examples (partial scores only); "
+                              "export fully scored trials")
     make_output_dir(out, "export folder")
     report = ExportReport(out_dir=out, front=sorted(archive.front))
     for n in selected:

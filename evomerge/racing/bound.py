@@ -11,6 +11,11 @@ Theorem 3, the empirical Bernstein–Serfling inequality) give, for a population
 with ``σ̂_n`` the sample standard deviation (normalised by ``n``), ``κ = 7/3 + 3/√2`` and the finite-population
 factor ``ρ_n = 1 − (n − 1)/N`` for ``n ≤ N/2``, else ``(1 − n/N)(1 + 1/n)``. Applied to ``−d`` it bounds the
 full-split mean difference from above; at ``n = N`` the mean is known exactly (radius 0).
+
+``normal_radius`` is the asymptotic alternative (``racing.test: normal``): the paired normal approximation
+with the finite-population correction, ``z_{1−δ} · s · sqrt((1 − n/N) / n)`` (``s``: the sample standard
+deviation, n − 1 normalised). It needs no range, but holds only approximately (central limit theorem for
+sampling without replacement); below ``MIN_NORMAL_N`` examples it never lets a candidate stop.
 """
 
 from __future__ import annotations
@@ -20,6 +25,25 @@ import math
 import numpy as np
 
 KAPPA = 7.0 / 3.0 + 3.0 / math.sqrt(2.0)
+MIN_NORMAL_N = 20
+
+
+def normal_variance(sample: np.ndarray, N: int) -> float:
+    """Variance of the sample mean as an estimate of the population mean (finite-population corrected)."""
+    x = np.asarray(sample, dtype=np.float64).reshape(-1)
+    n = x.size
+    if n >= N:
+        return 0.0
+    if n < MIN_NORMAL_N:
+        return math.inf
+    return float(x.var(ddof=1)) * (1.0 - n / N) / n
+
+
+def z_quantile(delta: float) -> float:
+    """The standard normal's ``1 − delta`` quantile."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1.0 - delta)
 
 
 def rho(n: int, N: int) -> float:

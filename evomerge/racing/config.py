@@ -22,6 +22,9 @@ class RacingConfig(BaseModel):
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     order_seed: int | None = None  # the seeded example order; None: the run's seed
     k: int = Field(default=1, ge=1)  # single objective: race against the k-th best fully scored candidate
+    # rule bound: the confidence bound. bernstein_serfling: exact at any sample size, needs each task's score range;
+    # normal: the paired normal approximation with the finite-population correction (asymptotic, much tighter)
+    test: Literal["bernstein_serfling", "normal"] = "bernstein_serfling"
 
     @field_validator("stages")
     @classmethod

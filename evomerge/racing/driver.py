@@ -39,16 +39,19 @@ def check_racing(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
         refusal = getattr(task, "race_refusal", "it does not support scoring a subset of its examples")
         if refusal is not None or not hasattr(task, "size"):
             raise ConfigError(f"racing: task '{task.name}' (kind {kind}) cannot be scored in stages: {refusal}")
-        if rc.rule == "bound" and getattr(task, "score_range", None) is None and task.size("train") > 1:
+        if rc.rule == "bound" and rc.test == "bernstein_serfling" and getattr(task, "score_range", None) is None \
+                and task.size("train") > 1:
             hint = " (declare score_range: [low, high] in the task)" if kind == "python" else ""
             raise ConfigError(f"racing.rule bound: task '{task.name}' (kind {kind}) has no known range of its "
-                              f"per-example scores, which the bound needs{hint}; use rule median, "
-                              "successive_halving or hyperband instead")
+                              f"per-example scores, which the Bernstein-Serfling bound needs{hint}; use "
+                              "test: normal or rule: median instead")
     if rc.rule in PRUNER_RULES:
         if not scalarized:
             raise ConfigError(f"racing.rule {rc.rule}: Optuna's pruners are single-objective; with several "
                               "objectives (a multi-objective strategy) use rule bound")
-        raise ConfigError(f"racing.rule {rc.rule}: not available yet in this version; use rule bound")
+        if rc.rule != "median":
+            raise ConfigError(f"racing.rule {rc.rule}: Optuna keeps its rungs in trial attributes that only its own "
+                              "pruning calls write, which recorded trials cannot replay; use rule median or bound")
 
 
 def terms_of(objectives: Sequence[Any], tasks: Sequence[Any]) -> list[Term]:
@@ -80,7 +83,8 @@ def race_request(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
     rc = config.racing
     terms = terms_of(objectives, tasks)
     sizes = {t.name: int(t.size("train")) for t in tasks}
-    ok = sorted((r for r in pool if r.status == "ok"), key=lambda r: r.number)
+    pool_list = list(pool)
+    ok = sorted((r for r in pool_list if r.status == "ok"), key=lambda r: r.number)
     refs: list[Reference] = []
     if scalarized:
         ranked = sorted(ok, key=lambda r: (-score(r.objectives), r.number))
@@ -94,5 +98,15 @@ def race_request(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
         front = [ok[i] for i in non_dominated(values, [o.direction for o in objectives])]
         refs = [ref for ref in (_reference(r, terms, sizes) for r in front) if ref is not None]
     seed = config.seed if rc.order_seed is None else rc.order_seed
+    thresholds: dict[int, float] = {}
+    if rc.rule == "median":
+        from evomerge.racing.order import stage_counts
+        from evomerge.racing.pruners import median_thresholds
+
+        per_task = [stage_counts(sizes[t.task], rc.stages) for t in terms]
+        steps = [sum(c[s] for c in per_task) for s in range(len(rc.stages))]
+        sign = terms[0].sign if len(terms) == 1 else 1.0  # recorded: the objective itself for one objective
+        thresholds = median_thresholds(pool_list, steps, lambda v: sign * v)
+        refs = []
     return RaceRequest(rule=rc.rule, stages=list(rc.stages), confidence=rc.confidence, order_seed=int(seed),
-                       terms=terms, scalar=scalarized, references=refs)
+                       terms=terms, scalar=scalarized, references=refs, thresholds=thresholds, test=rc.test)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evomerge.racing.bound import mean_lower_bound, mean_upper_bound
+from evomerge.racing.bound import mean_lower_bound, mean_upper_bound, normal_variance, z_quantile
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class RaceRequest:
     references: list[Reference] = field(default_factory=list)
     # pruner rules: per stage index, the running scalar a candidate must reach to go on (computed by the driver)
     thresholds: dict[int, float] = field(default_factory=dict)
+    test: str = "bernstein_serfling"  # rule bound: bernstein_serfling | normal (see evomerge.racing.bound)
 
     def scalar_value(self, objectives: dict[str, float]) -> float:
         """The scalarised score (larger is better), as the Study computes it."""
@@ -59,25 +60,39 @@ class RaceRequest:
 
     # ---- the decision ----------------------------------------------------------------------------------------
     def decide(self, stage: int, scored: dict[str, tuple[np.ndarray, np.ndarray]], sizes: dict[str, int],
-               objectives: dict[str, float]) -> str | None:
+               objectives: dict[str, float], history: list[float] | None = None) -> str | None:
         """After stage ``stage`` (not the last): a one-line reason to stop the candidate, or None to go on.
 
-        ``scored``: per task, (example indices scored so far, their scores).
+        ``scored``: per task, (example indices scored so far, their scores); ``history``: the running
+        scalarised score after each stage so far (the median rule compares the best of them, as Optuna does).
         """
         if self.rule == "bound":
             return self._bound(stage, scored, sizes)
-        if self.rule in ("median", "successive_halving", "hyperband"):
+        if self.rule == "median":
             threshold = self.thresholds.get(stage)
-            value = self.scalar_value(objectives)
-            if threshold is not None and value < threshold:
-                return (f"{self.rule}: running score {value:.6g} after stage {stage + 1} of {len(self.stages)} is "
-                        f"below the pruner's threshold {threshold:.6g}")
+            best = max(history) if history else self.scalar_value(objectives)
+            if threshold is not None and best < threshold:
+                return (f"median: best running score {best:.6g} after stage {stage + 1} of {len(self.stages)} is "
+                        f"below the median of the fully scored trials at that stage ({threshold:.6g})")
         return None
 
     def _delta(self) -> float:
-        """The per-test error: 1 − confidence shared (union bound) by every stage, task and reference tested."""
-        tests = max(1, len(self.stages) - 1) * len(self.terms) * (1 if self.scalar else max(1, len(self.references)))
+        """The per-test error: 1 − confidence shared (union bound) by every stage, task and reference tested
+        (the normal test bounds the scalarised score in one test per stage)."""
+        per_stage = 1 if self.scalar and self.test == "normal" else len(self.terms)
+        tests = max(1, len(self.stages) - 1) * per_stage * (1 if self.scalar else max(1, len(self.references)))
         return (1.0 - self.confidence) / tests
+
+    def _normal_upper(self, terms: list[tuple[Term, float]], ref: Reference,
+                      scored: dict[str, tuple[np.ndarray, np.ndarray]], sizes: dict[str, int], delta: float) -> float:
+        """Upper bound of Σ coef × (full-split mean difference) under the normal approximation (independent tasks)."""
+        mean, var = 0.0, 0.0
+        for term, coef in terms:
+            idx, scores = scored[term.task]
+            d = scores - ref.per_example[term.task][idx]
+            mean += coef * float(d.mean())
+            var += coef * coef * normal_variance(d, sizes[term.task])
+        return mean + z_quantile(delta) * math.sqrt(var) if math.isfinite(var) else math.inf
 
     def _difference_bound(self, term: Term, ref: Reference, scored: dict[str, tuple[np.ndarray, np.ndarray]],
                           sizes: dict[str, int], coef: float, delta: float) -> float:
@@ -101,15 +116,24 @@ class RaceRequest:
         seen = sum(len(scored[t.task][0]) for t in self.terms)
         if self.scalar:
             ref = self.references[0]
-            upper = sum(self._difference_bound(t, ref, scored, sizes, t.weight * t.sign * t.pe_sign, delta)
-                        for t in self.terms)
+            if self.test == "normal":
+                upper = self._normal_upper([(t, t.weight * t.sign * t.pe_sign) for t in self.terms], ref, scored,
+                                           sizes, delta)
+            else:
+                upper = sum(self._difference_bound(t, ref, scored, sizes, t.weight * t.sign * t.pe_sign, delta)
+                            for t in self.terms)
             if upper < 0:
-                return (f"bound: after {seen} examples the {self.confidence:g}-confidence upper bound of the "
-                        f"full-split score minus trial {ref.number}'s is {upper:.4g} < 0")
+                return (f"bound ({self.test}): after {seen} examples the {self.confidence:g}-confidence upper "
+                        f"bound of the full-split score minus trial {ref.number}'s is {upper:.4g} < 0")
             return None
         for ref in self.references:
-            uppers = [self._difference_bound(t, ref, scored, sizes, t.sign * t.pe_sign, delta) for t in self.terms]
+            if self.test == "normal":
+                uppers = [self._normal_upper([(t, t.sign * t.pe_sign)], ref, scored, sizes, delta) for t in self.terms]
+            else:
+                uppers = [self._difference_bound(t, ref, scored, sizes, t.sign * t.pe_sign, delta)
+                          for t in self.terms]
             if all(u <= 0 for u in uppers) and any(u < 0 for u in uppers):
-                return (f"bound: after {seen} examples trial {ref.number} dominates it at {self.confidence:g} "
-                        f"confidence (upper bounds of the differences {', '.join(f'{u:.4g}' for u in uppers)})")
+                shown = ", ".join(f"{u:.4g}" for u in uppers)
+                return (f"bound ({self.test}): after {seen} examples trial {ref.number} dominates it at "
+                        f"{self.confidence:g} confidence (upper bounds of the differences {shown})")
         return None

@@ -43,7 +43,9 @@ def evaluate_staged(tasks: Sequence[FitnessTask], model: Any, tokenizer: Any, sp
     counts = {t.name: stage_counts(sizes[t.name], request.stages) for t in tasks}
     scores = {t.name: np.full(sizes[t.name], np.nan) for t in tasks}
     done = dict.fromkeys(sizes, 0)
+    refs = [r.number for r in request.references]  # recorded: what the candidate was raced against
     intermediate: list[list[float]] = []
+    history: list[float] = []  # the running scalarised score after each stage
     objectives: dict[str, float] = {}
     seconds: list[float] = []
     for stage in range(len(request.stages)):
@@ -76,16 +78,18 @@ def evaluate_staged(tasks: Sequence[FitnessTask], model: Any, tokenizer: Any, sp
                   for t in tasks}
         examples = sum(done.values())
         intermediate.append([examples, request.running_value(objectives)])
+        history.append(request.scalar_value(objectives))
         if stage == len(request.stages) - 1:
             break
-        reason = request.decide(stage, scored, sizes, objectives)
+        reason = request.decide(stage, scored, sizes, objectives, history)
         if reason is not None:
             indices = {n: np.sort(idx) for n, (idx, _) in scored.items()}
             return StagedOutcome(
                 status="pruned", objectives=dict(objectives),
                 per_example={n: scores[n][indices[n]] for n in indices},
                 racing={"examples_scored": examples, "stage": stage, "reason": reason, "intermediate": intermediate,
+                        "references": refs,
                         "scored_indices": {n: i.tolist() for n, i in indices.items()}, "stage_seconds": seconds})
     return StagedOutcome(status="ok", objectives=dict(objectives), per_example=scores,
                          racing={"examples_scored": sum(done.values()), "stage": len(request.stages) - 1,
-                                 "intermediate": intermediate, "stage_seconds": seconds})
+                                 "intermediate": intermediate, "references": refs, "stage_seconds": seconds})

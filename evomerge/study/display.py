@@ -64,6 +64,8 @@ def trial_lines(console: Console, total: int | None, every_s: float = LOG_LINE_E
             return
         last_print[0] = now
         score = fmt(p.last_score) if p.last_score is not None else "failed"
+        if p.last.status == "pruned":  # stopped by racing: not a failure, and its running score is partial
+            score = f"pruned after {p.last.racing.get('examples_scored', '?')} examples"
         line = (f"trial {p.last_trial}: score {score} · best {fmt(p.best)} · {p.failed} failed · "
                 f"{p.evals_per_min:.1f} evals/min · {p.done}/{total if total is not None else '?'}")
         console.print(line, markup=False, highlight=False, soft_wrap=True)

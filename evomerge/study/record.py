@@ -86,6 +86,8 @@ def racing_attrs(result: EvalResult) -> dict[str, Any]:
     if result.status in ("ok", "pruned"):
         out["examples_scored"] = int(result.racing.get("examples_scored",
                                                        sum(len(v) for v in result.per_example.values())))
+    if "references" in result.racing:  # the fully scored trials it was raced against
+        out["race_references"] = [int(n) for n in result.racing["references"]]
     if result.status == "pruned":
         out["stage"] = int(result.racing["stage"])
         out["racing"] = str(result.racing["reason"])

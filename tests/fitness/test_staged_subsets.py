@@ -106,7 +106,8 @@ def test_racing_is_refused_for_kinds_whose_objective_is_not_a_mean_or_whose_rang
 
     ppl = load_task(write_task({"name": "ppl", "kind": "perplexity"}, {"train": _rows("perplexity")}, name="ppl"))
     obj = [Objective("ppl", "minimize")]
-    with pytest.raises(ConfigError, match=r"racing.rule bound: task 'ppl' \(kind perplexity\) has no known range"):
+    with pytest.raises(ConfigError, match=r"racing.rule bound: task 'ppl' \(kind perplexity\) has no known range "
+                                          "of its per-example scores, which the Bernstein-Serfling bound needs"):
         check_racing(_Cfg("bound"), obj, [ppl], True)
     http = load_task(write_task({"name": "judge", "kind": "http", "url": "http://127.0.0.1:9/score"},
                                 {"train": _rows("generation")}, name="judge"))
@@ -116,3 +117,11 @@ def test_racing_is_refused_for_kinds_whose_objective_is_not_a_mean_or_whose_rang
     with pytest.raises(ConfigError, match="runner type 'function' has no fitness tasks"):
         check_racing(_Cfg("bound", runner="function"), obj, [ppl], True)
     check_racing(_Cfg("none"), obj, [ppl], True)  # racing off: nothing to refuse
+    check_racing(_Cfg("median"), obj, [ppl], True)  # the median rule needs no range
+    normal = _Cfg("bound")
+    normal.racing = normal.racing.model_copy(update={"test": "normal"})
+    check_racing(normal, obj, [ppl], True)  # nor the normal test
+    with pytest.raises(ConfigError, match="racing.rule successive_halving: Optuna keeps its rungs"):
+        check_racing(_Cfg("successive_halving"), obj, [ppl], True)
+    with pytest.raises(ConfigError, match="racing.rule median: Optuna's pruners are single-objective"):
+        check_racing(_Cfg("median"), obj, [ppl], False)

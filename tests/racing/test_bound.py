@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from evomerge.racing.bound import KAPPA, mean_lower_bound, mean_upper_bound, radius, rho
+from evomerge.racing.bound import KAPPA, mean_lower_bound, mean_upper_bound, normal_variance, radius, rho, z_quantile
 from evomerge.racing.order import example_order, stage_counts
 from evomerge.racing.request import RaceRequest, Reference, Term
 
@@ -39,11 +39,12 @@ def test_order_and_stage_counts():
 
 
 def _race(cand: np.ndarray, ref: np.ndarray, seed: int, confidence: float = 0.9,
-          stages=(0.125, 0.25, 0.5, 1.0)) -> int | None:
+          stages=(0.125, 0.25, 0.5, 1.0), test: str = "bernstein_serfling") -> int | None:
     """The stage (index) at which the bound rule stops ``cand`` against ``ref`` (0/1 scores), None: never."""
     n = cand.size
     req = RaceRequest(rule="bound", stages=list(stages), confidence=confidence, order_seed=seed,
-                      terms=[Term("t", "t", 1.0, 1.0, 1.0, 1.0)], scalar=True, references=[Reference(0, {"t": ref})])
+                      terms=[Term("t", "t", 1.0, 1.0, 1.0, 1.0)], scalar=True, references=[Reference(0, {"t": ref})],
+                      test=test)
     order = example_order(n, seed, "t")
     for s, count in enumerate(stage_counts(n, stages)[:-1]):
         idx = order[:count]
@@ -99,3 +100,31 @@ def test_multi_objective_stops_only_when_one_member_dominates_on_every_objective
     assert req.decide(0, scored, sizes, {}) is None
     req.references = [mixed, dominating]
     assert "trial 5 dominates it" in req.decide(0, scored, sizes, {})
+
+
+def test_the_normal_test_matches_a_hand_computation():
+    # 20 differences: ten -1 and ten 0 -> mean -0.5, s^2 (n-1) = 5 / 19 = 0.2631579; N = 100:
+    # variance of the mean = 0.2631579 * (1 - 0.2) / 20 = 0.01052632; z_0.95 = 1.6448536
+    d = np.array([-1.0] * 10 + [0.0] * 10)
+    assert normal_variance(d, 100) == pytest.approx(0.01052632, abs=1e-8)
+    assert z_quantile(0.05) == pytest.approx(1.6448536, abs=1e-7)
+    assert normal_variance(d[:19], 100) == math.inf and normal_variance(d, 20) == 0.0  # too few; all seen
+    req = RaceRequest("bound", [0.2, 1.0], 0.95, 0, [Term("t", "t", 1.0, 1.0, 1.0, None)], scalar=True,
+                      references=[Reference(3, {"t": np.ones(100)})], test="normal")
+    idx = np.arange(20)
+    reason = req.decide(0, {"t": (idx, 1.0 + d)}, {"t": 100}, {"t": 0.5})
+    # upper bound = -0.5 + 1.6448536 * sqrt(0.01052632) = -0.5 + 0.1687585 = -0.3312415 (no range needed)
+    assert reason is not None and "is -0.3312 < 0" in reason
+
+
+@pytest.mark.parametrize("n", [120, 1000])
+def test_the_normal_test_keeps_its_false_stop_rate_and_stops_worse_candidates_sooner(n):
+    rng = np.random.default_rng(3)
+    trials = 400
+    stops = sum(_race(*_population(n, 0.5, 0.5, rng), seed, test="normal") is not None for seed in range(trials))
+    assert stops / trials <= 0.1 + 0.045  # 1 - confidence, plus three binomial standard errors
+    worse = [_population(n, 0.45, 0.75, rng) for _ in range(30)]
+    normal = [_race(c, r, seed, test="normal") for seed, (c, r) in enumerate(worse)]
+    exact = [_race(c, r, seed) for seed, (c, r) in enumerate(worse)]
+    assert sum(s is not None for s in normal) >= 25
+    assert np.mean([3 if s is None else s for s in normal]) < np.mean([3 if s is None else s for s in exact])
