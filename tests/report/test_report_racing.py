@@ -78,3 +78,30 @@ def test_a_run_without_racing_has_no_racing_section(tmp_path):
     assert data.stopped == [] and data.examples_saved in (None, 0)
     page = write_report(study.run_dir, tmp_path / "rep", png=False).html.read_text()
     assert "<h2>Racing</h2>" not in page and "stopped early" not in page and 'id="fig3"' not in page
+
+
+def test_a_real_raced_search_on_the_digits_zoo_is_reported_as_its_storage_holds_it(tmp_path):
+    """TPE with racing (the normal test) on the committed digits zoo: the report's stopped trials are the storage's
+    PRUNED trials, each with the examples it cost, and a full evaluation is the whole train split."""
+    from evomerge.zoo.digits import digits_split
+
+    zoo = "zoo/digits"
+    study = Study.create(RunConfig.from_dict({
+        "name": "digits-raced", "output": str(tmp_path / "run"),
+        "sources": {"base": f"{zoo}/init", "models": [f"{zoo}/expert_0_4", f"{zoo}/expert_5_9"]},
+        "space": {"kind": "ps", "method": "task_arithmetic", "ranges": {"weight": [0.0, 2.0]}},
+        "strategy": {"name": "tpe"}, "objectives": [{"task": "fitness/digits/digits_all.yaml"}],
+        "budget": {"evaluations": 16}, "seed": 0, "runner": {"type": "local", "device": "cpu", "threads": 1},
+        "racing": {"rule": "bound", "test": "normal"}}))
+    study.run()
+    stored = optuna.load_study(study_name="digits-raced", storage=f"sqlite:///{study.run_dir / 'study.db'}").trials
+    pruned = {t.number: t.user_attrs["examples_scored"] for t in stored if t.state == optuna.trial.TrialState.PRUNED}
+    assert pruned, "the seeded run stops some candidates early (else this test checks nothing)"
+    n_train = len(digits_split()[1])
+    data = collect(study.run_dir)
+    assert {s.trial: s.examples for s in data.stopped} == pruned
+    assert all(0 < e < n_train for e in pruned.values())
+    assert data.full_examples == n_train
+    assert data.examples_saved == sum(n_train - e for e in pruned.values())
+    assert data.curve_examples[-1] == sum(t.user_attrs["examples_scored"] for t in stored)
+    assert not {p.trial for p in data.front} & set(pruned)
