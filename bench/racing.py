@@ -161,8 +161,9 @@ def settings(quick: bool, wanted_rules: Sequence[str], larger_tasks: list[Path])
     out.append(Setting("tinylm demo ×2 examples, DARE-TIES, CMA-ES", **tiny, strategy="cma", tasks=larger_tasks,
                        evaluations=n_large, rules=rules_for("cma", wanted_rules),
                        note="3 tasks × 240 train examples (train + validation)"))
-    if quick:
-        out = [s for s in out if "TPE" not in s.name or s.name.startswith("digits, task")]
+    if quick:  # one setting of each kind
+        out = [s for s in out if s.name in ("tinylm demo, DARE-TIES, CMA-ES", "digits, task_arithmetic, TPE")
+               or "×2" in s.name]
     return out
 
 
@@ -353,8 +354,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke test: small budgets, 2 seeds, fewer settings")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per setting and rule (default 5; quick: 2)")
-    ap.add_argument("--rules", default="none,bound,normal,median,successive_halving,hyperband",
-                    help="racing rules to compare (none: no racing); Optuna pruners run on Optuna strategies only")
+    ap.add_argument("--rules", default=None,
+                    help="racing rules to compare, comma-separated, from: " + ", ".join(RULES) + " (default: all; "
+                         "quick: none,normal); Optuna's pruners run on Optuna strategies only")
     ap.add_argument("--only", default=None, help="run only settings whose name contains this text")
     ap.add_argument("--tolerance", type=float, default=0.01,
                     help="target = the no-racing rule's median final test score minus this")
@@ -362,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="a racing rule's evaluations as a multiple of the no-racing budget (stopped ones count)")
     ap.add_argument("--json", type=Path, default=None, help="also write every run's trajectory here")
     args = ap.parse_args(argv)
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    wanted = args.rules if args.rules is not None else "none,normal" if args.quick else ",".join(RULES)
+    rules = [r.strip() for r in wanted.split(",") if r.strip()]
     if unknown := [r for r in rules if r not in RULES]:
         ap.error(f"--rules: unknown {unknown}; known: {', '.join(RULES)}")
     if "none" not in rules:
