@@ -19,8 +19,12 @@ uses). Reported per setting and rule, mean ± std over seeds:
 - what the run spent in all: examples, evaluations (of them stopped early).
 
 The goal (issue 17): the same final test score within the seeds' noise at
-≤ 1/3 of the examples, i.e. ``test @ E/3`` of a racing rule ≈ ``test @ E``
-of ``none``.
+≤ 1/3 of the examples: a racing rule's final test score ≈ ``none``'s at E
+while it spends ≤ E/3 (every rule gets the same number of evaluations, a
+stopped candidate counting as one), or its ``test @ E/3`` ≈ ``none``'s
+``test @ E``. Rules (``RULES``): ``bound`` (racing's default test,
+empirical Bernstein–Serfling), ``normal`` (the paired normal approximation),
+and Optuna's pruners on Optuna strategies.
 
     python bench/racing.py                 # every setting, 5 seeds
     python bench/racing.py --quick         # smoke test, < 2 min
