@@ -93,6 +93,16 @@ class EvomergeClient:
             body["per_example"] = per_example
         return self._request("POST", f"/studies/{study}/trials/{int(candidate['trial'])}/tell", body)
 
+    def racing(self, study: str) -> dict[str, Any]:
+        """A raced study's layout: ``stages``, per objective the example ``order`` and cumulative ``counts``."""
+        return self._request("GET", f"/studies/{study}/racing")
+
+    def stage(self, study: str, candidate: dict[str, Any], stage: int,
+              per_example: dict[str, list[float]]) -> dict[str, Any]:
+        """Report the scores one stage adds; the reply's ``stop`` says the candidate was recorded pruned."""
+        return self._request("POST", f"/studies/{study}/trials/{int(candidate['trial'])}/stage",
+                             {"ticket": candidate["ticket"], "stage": stage, "per_example": per_example})
+
     def trial(self, study: str, number: int) -> dict[str, Any]:
         return self._request("GET", f"/studies/{study}/trials/{int(number)}")
 

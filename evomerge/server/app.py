@@ -38,6 +38,8 @@ from evomerge.server.schemas import (
     Candidate,
     ErrorOut,
     MergekitOut,
+    StageIn,
+    StageOut,
     StudyCreate,
     TellIn,
     TrialOut,
@@ -232,8 +234,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if body.space.get("kind") == "box" and not (isinstance(body.space.get("dim"), int)
                                                    and 1 <= body.space["dim"] <= 256):
             raise ConfigError("space.dim: a box space needs an integer dim in 1..256")
-        data = body.model_dump(exclude={"sources", "lease_s"})
+        data = body.model_dump(exclude={"sources", "lease_s", "racing"})
         extras: dict[str, Any] = {"lease_s": body.lease_s}
+        if body.racing is not None:  # kept with the server's own settings of the study (server.json)
+            extras["racing"] = body.racing.model_dump()
         if body.sources is not None:
             data["sources"] = {"base": body.sources.base, "models": body.sources.models}
             extras["num_layers"] = body.sources.num_layers
@@ -277,6 +281,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
         record = study(name).tell(number, body.ticket, body.objectives, error=body.error, per_example=body.per_example,
                                   worker=body.worker, seconds=body.seconds)
         return _trial_out(record)
+
+    @app.get("/studies/{name}/racing", dependencies=auth, responses=_errors(404, 422))
+    def racing(name: Name) -> dict[str, Any]:
+        """A raced study's example order per objective and the cumulative counts each stage reaches."""
+        s = study(name)
+        if s.racing is None:
+            raise NotFoundError(f"study '{name}' was created without racing")
+        return s.racing.layout()
+
+    @app.post("/studies/{name}/trials/{number}/stage", dependencies=auth, responses=_errors(403, 404, 409, 422))
+    def stage(name: Name, number: Number, body: StageIn) -> StageOut:
+        """Report one stage's scores of a raced trial; ``stop: true`` means it was recorded pruned: stop scoring it."""
+        return StageOut(**study(name).stage(number, body.ticket, body.stage, body.per_example))
 
     @app.get("/studies/{name}/trials/{number}", dependencies=auth, responses=_errors(404, 422))
     def get_trial(name: Name, number: Number) -> TrialOut:

@@ -69,6 +69,50 @@ class BudgetIn(_Strict):
     evaluations: int = Field(ge=1, le=1_000_000)
 
 
+class RacingIn(_Strict):
+    """Staged scoring by the client (see ``evomerge.server.racing``): the run config's ``racing`` keys, plus per
+    objective the number of examples its per-example scores cover and (Bernstein–Serfling) their range."""
+
+    rule: Literal["bound"] = "bound"
+    test: Literal["bernstein_serfling", "normal"] = "bernstein_serfling"
+    stages: list[Finite] = Field(default_factory=lambda: [0.125, 0.25, 0.5, 1.0], min_length=2, max_length=16)
+    confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
+    order_seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    k: int = Field(default=1, ge=1, le=1000)
+    examples: dict[str, Annotated[int, Field(ge=1, le=1_000_000)]] = Field(min_length=1, max_length=16)
+    score_range: dict[str, tuple[Finite, Finite]] = Field(default_factory=dict, max_length=16)
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: list[float]) -> list[float]:
+        from evomerge.racing.config import RacingConfig
+
+        return RacingConfig(stages=v).stages
+
+    @field_validator("score_range")
+    @classmethod
+    def _ordered(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for k, (lo, hi) in v.items():
+            if not lo < hi:
+                raise ValueError(f"score_range.{k}: low must be below high")
+        return v
+
+
+class StageIn(_Strict):
+    """One stage's per-example scores (for the examples that stage adds, in the study's order), per objective."""
+
+    ticket: str = Field(min_length=1, max_length=64)
+    stage: int = Field(ge=0, le=15)
+    per_example: dict[str, list[float]] = Field(max_length=16)
+
+
+class StageOut(_Strict):
+    trial: int
+    stop: bool = Field(description="true: the candidate cannot beat the reference; it is recorded pruned, stop it")
+    reason: str | None
+    status: str
+
+
 class StudyCreate(_Strict):
     """A study: search space, strategy, objectives with directions, budget (no runner: the client scores)."""
 
@@ -80,6 +124,7 @@ class StudyCreate(_Strict):
     budget: BudgetIn
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     reference_point: list[Finite] | None = Field(default=None, max_length=16)
+    racing: RacingIn | None = None
     lease_s: float | None = Field(default=None, allow_inf_nan=False, gt=0, le=7 * 86400,
                                   description="re-hand a trial not told within this many seconds (a dead client)")
 

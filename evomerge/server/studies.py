@@ -156,8 +156,11 @@ class RemoteStudy:
     """A Study driven by ask/tell calls; one lock (a condition) per study serialises them."""
 
     def __init__(self, study: Study, lease_s: float | None = None,
-                 on_tell: Callable[[str], None] | None = None) -> None:
+                 on_tell: Callable[[str], None] | None = None, racing: dict[str, Any] | None = None) -> None:
+        from evomerge.server.racing import RemoteRacing
+
         self.study = study
+        self.racing = RemoteRacing(racing, study) if racing else None  # clients report stages (server.racing)
         self.name = study.config.name
         self.lease_s = lease_s
         self.on_tell = on_tell  # called with the study's name after every tell (the server wakes waiting asks)
@@ -195,18 +198,22 @@ class RemoteStudy:
         try:
             (folder / CREATING_FILE).write_text("evomerge serve: a study being created\n")
             study = Study(cfg, folder, space=space)
+            if extras.get("racing"):  # validated against the objectives before the study is acknowledged
+                from evomerge.server.racing import RemoteRacing
+
+                RemoteRacing(extras["racing"], study)
             atomic_write_bytes(folder / CONFIG_FILE, cfg.to_yaml().encode())
             atomic_write_bytes(folder / SERVER_FILE, json.dumps({"extras": extras, "version": 1}).encode())
             (folder / CREATING_FILE).unlink()
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # the folder is ours: made by the mkdir above
             raise
-        return cls(study, extras.get("lease_s"))
+        return cls(study, extras.get("lease_s"), racing=extras.get("racing"))
 
     @classmethod
     def open(cls, folder: Path, models_root: Path | None = None) -> RemoteStudy:
         extras = json.loads((folder / SERVER_FILE).read_text()).get("extras", {})
-        return cls(open_remote_study(folder, models_root), extras.get("lease_s"))
+        return cls(open_remote_study(folder, models_root), extras.get("lease_s"), racing=extras.get("racing"))
 
     def _reconcile(self) -> None:
         """Match the checkpoint's pending genomes with the storage after a restart (see the module doc)."""
@@ -223,7 +230,7 @@ class RemoteStudy:
             if free:
                 matched.add(free[0])
             elif key in finished_by_key:
-                strategy.tell([g], [self.study._strategy_value(finished_by_key[key])])
+                self.study._tell([g], finished_by_key[key])  # a pruned one as pruned
                 changed = True
             else:
                 matched.add(self._begin(g))
@@ -244,10 +251,13 @@ class RemoteStudy:
         rd = recipe.to_dict() if recipe is not None else None
         key = genome_key(genome)
         ticket = new_ticket()
-        number = self.study.store.begin(key, genome, rd, {"split": "train", "asked_at": time.time(), "ticket": ticket})
+        extra: dict[str, Any] = {"split": "train", "asked_at": time.time(), "ticket": ticket}
+        if self.racing is not None:  # raced against the fully scored trials finished now
+            extra["race_references"] = self.racing.references(list(self._finished.values()))
+        number = self.study.store.begin(key, genome, rd, extra)
         self._running[number] = TrialRecord(number=number, key=key, status="running", objectives={},
                                             genome=np.asarray(genome, dtype=np.float64), recipe=rd,
-                                            user_attrs={"ticket": ticket})
+                                            user_attrs={k: v for k, v in extra.items() if k != "split"})
         self._handed_at[number] = time.monotonic()
         return number
 
@@ -283,7 +293,7 @@ class RemoteStudy:
         for g in genomes:
             done = finished_by_key.get(genome_key(g))
             if done is not None:  # the same genome was scored before: reuse it, as the Study does
-                strategy.tell([g], [self.study._strategy_value(done)])
+                self.study._tell([g], done)
             else:
                 fresh.append(g)
         self.study.save_checkpoint()  # the pending genomes are durable before any trial id exists
@@ -324,9 +334,14 @@ class RemoteStudy:
         pending = self._running[number]
         self.study.store.finish(number, result, {"split": "train", "told_at": time.time()})
         ok = result.ok and all(o.name in result.objectives for o in self.study.objectives)
-        record = TrialRecord(number=number, key=pending.key, status="ok" if ok else "failed",
+        status = "ok" if ok else "pruned" if result.status == "pruned" else "failed"
+        attrs: dict[str, Any] = {}
+        if self.racing is not None:  # later candidates are raced against these scores
+            attrs = {"per_example": {k: list(map(float, v)) for k, v in result.per_example.items()},
+                     "intermediate": result.racing.get("intermediate", [])}
+        record = TrialRecord(number=number, key=pending.key, status=status,
                              objectives=dict(result.objectives), genome=pending.genome, recipe=pending.recipe,
-                             user_attrs={})
+                             user_attrs=attrs)
         del self._running[number]
         self._handed_at.pop(number, None)
         self._finished[number] = record
@@ -355,6 +370,8 @@ class RemoteStudy:
                 if missing or extra:
                     raise ConfigError(f"objectives: expected exactly {names}; missing {missing}, unknown {extra}")
                 bad = {k: v for k, v in objectives.items() if not math.isfinite(v)}
+                if self.racing is not None and not bad:
+                    self.racing.check_full(objectives, per_example)
                 result = EvalResult(key=pending.key, status="failed" if bad else "ok", objectives=dict(objectives),
                                     per_example=per_example or {}, worker=worker, fitness_seconds=seconds,
                                     error=f"non-finite objective(s): {bad}" if bad else None)
@@ -368,6 +385,49 @@ class RemoteStudy:
         if self.on_tell is not None:
             self.on_tell(self.name)
         return record
+
+    def stage(self, number: int, ticket: str, stage: int, per_example: dict[str, list[float]]) -> dict[str, Any]:
+        """A client's scores for one stage of a raced trial; the reply says whether to stop (then it is recorded)."""
+        if self.racing is None:
+            raise ConfigError(f"study '{self.name}' was created without racing: tell the full scores instead")
+        with self.cond:
+            pending = self._running.get(number)
+            if pending is None:
+                if number in self._finished:
+                    raise ConflictError(f"trial {number} of study '{self.name}' is finished "
+                                        f"({self._finished[number].status}); report no more stages")
+                raise NotFoundError(f"study '{self.name}' has no trial {number} waiting for scores")
+            if not hmac.compare_digest(ticket.encode(), ticket_of(pending).encode()):
+                raise ForbiddenError(f"trial {number} of study '{self.name}' was not handed out with this ticket")
+            self.racing.stage_scores(stage, per_example)  # a malformed report first (422), then its order (409)
+            expected = int(pending.user_attrs.get("race_stage", 0))
+            if stage != expected:
+                raise ConflictError(f"trial {number}: stage {expected} is the next to report, not {stage}")
+            partial = {n: [*pending.user_attrs.get("race_partial", {}).get(n, []), *map(float, per_example[n])]
+                       for n in self.racing.names}
+            refs = [self._finished[n] for n in pending.user_attrs.get("race_references", []) if n in self._finished]
+            reason, state = self.racing.decide(stage, partial, refs)
+            if reason is None:
+                store = self.study.store
+                trial_id = store.storage.get_trial_id_from_study_id_trial_number(store.study._study_id, number)
+                store.storage.set_trial_user_attr(trial_id, "race_partial", partial)
+                store.storage.set_trial_user_attr(trial_id, "race_stage", stage + 1)  # after the scores
+                pending.user_attrs.update(race_partial=partial, race_stage=stage + 1)
+                return {"trial": number, "stop": False, "reason": None, "status": "running"}
+            order = {n: np.argsort(state["scored"][n][0]) for n in self.racing.names}
+            result = EvalResult(
+                key=pending.key, status="pruned", objectives=state["objectives"], worker="remote",
+                per_example={n: state["scored"][n][1][order[n]] for n in self.racing.names},
+                racing={"examples_scored": state["examples_scored"], "stage": stage, "reason": reason,
+                        "intermediate": state["intermediate"], "references": [r.number for r in refs],
+                        "scored_indices": {n: np.sort(state["scored"][n][0]).tolist() for n in self.racing.names}})
+            record = self._finish(number, result)
+            self.study._tell([pending.genome], record)
+            self.study.save_checkpoint()
+            self.cond.notify_all()
+        if self.on_tell is not None:
+            self.on_tell(self.name)
+        return {"trial": number, "stop": True, "reason": reason, "status": "pruned"}
 
     # ---- reading -------------------------------------------------------------------------------
     def shortfall(self) -> str:
@@ -394,7 +454,8 @@ class RemoteStudy:
                 "objectives": [{"name": o.name, "direction": o.direction, "weight": o.weight}
                                for o in self.study.objectives],
                 "dim": int(self.study.space.dim), "budget": self.budget, "finished": len(self._finished),
-                "failed": sum(r.status != "ok" for r in self._finished.values()), "running": sorted(self._running),
+                "failed": sum(r.status == "failed" for r in self._finished.values()),
+                "pruned": sum(r.status == "pruned" for r in self._finished.values()), "running": sorted(self._running),
                 "complete": self.complete, "best_trial": best.number if best else None,
                 "best_score": self.study.score(best.objectives) if best else None,
             }

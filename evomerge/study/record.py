@@ -160,7 +160,10 @@ class TrialStore:
         for k, v in json.loads(json.dumps(attrs)).items():
             self.storage.set_trial_user_attr(trial_id, k, v)
         ok = result.ok and all(n in result.objectives for n in self.objective_names)
-        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE if ok else TrialState.FAIL,
+        for step, value in result.racing.get("intermediate", []):
+            self.storage.set_trial_intermediate_value(trial_id, int(step), float(value))
+        state = TrialState.COMPLETE if ok else TrialState.PRUNED if result.status == "pruned" else TrialState.FAIL
+        self.storage.set_trial_state_values(trial_id, state,
                                             [result.objectives[n] for n in self.objective_names] if ok else None)
         return ok
 

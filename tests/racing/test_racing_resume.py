@@ -47,6 +47,7 @@ def _trials(run_dir: Path, name: str) -> list[tuple]:
             for t in study.get_trials(deepcopy=False)]
 
 
+@pytest.mark.slow  # real processes, about 2 minutes per strategy on 2 cores; the in-process check below is fast
 @pytest.mark.parametrize("strategy,crashes", [("cma", [9, 23]), ("tpe", [8, 19])])
 def test_killed_mid_stage_then_resumed_gives_the_uninterrupted_trials(tmp_path, strategy, crashes):
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -69,3 +70,41 @@ def test_killed_mid_stage_then_resumed_gives_the_uninterrupted_trials(tmp_path, 
     res = _cli("resume", str(run_dir), "--no-test")
     assert res.returncode == 0, res.stderr
     assert _trials(run_dir, f"crash_{strategy}") == expected
+
+
+@pytest.mark.parametrize("strategy", ["cma", "tpe"])
+def test_interrupted_mid_stage_in_process_then_resumed_gives_the_uninterrupted_trials(tmp_path, strategy, monkeypatch):
+    """The same check in one process: Ctrl-C (KeyboardInterrupt) raised at a racing decision, then a resume."""
+    from evomerge.racing import request
+    from evomerge.study.config import RunConfig
+    from evomerge.study.study import Study
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    def run(name: str, stop_at: int = 0) -> None:
+        cfg = RunConfig.load(_write(tmp_path, name, strategy))
+        original, calls = request.RaceRequest.decide, {"n": 0}
+
+        def decide(self, *a, **k):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] == stop_at:
+                raise KeyboardInterrupt
+            return original(self, *a, **k)
+
+        monkeypatch.setattr(request.RaceRequest, "decide", decide)
+        study = Study.create(cfg)
+        try:
+            assert study.run().stopped_early is bool(stop_at)
+        finally:
+            study.close()
+        monkeypatch.setattr(request.RaceRequest, "decide", original)
+        if stop_at:
+            study = Study.open(tmp_path / name)
+            try:
+                study.run()
+            finally:
+                study.close()
+
+    run("ref")
+    run("cut", stop_at=17)
+    assert _trials(tmp_path / "cut", "cut") == _trials(tmp_path / "ref", "ref")
