@@ -3,7 +3,8 @@
 Figures: the Pareto front (a 2-D scatter; one objective: score per trial; three or more: a
 scatter matrix) with the sources and untuned merges of the run's ``baselines`` marked; the
 convergence curve (best scalarised score and hypervolume per evaluation); the scores of each
-front member per objective (train and, when the run was finalized, test). Hovering a point
+front member per objective (train and, when the run was finalized, test); for a raced run, the
+examples each trial cost, the trials stopped early drawn as such. Hovering a point
 shows its recipe in short; clicking it shows the whole recipe below the plot.
 """
 
@@ -14,9 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evomerge.report.data import Point, ReportData
+from evomerge.report.data import Point, ReportData, Stopped
 
-PALETTE = {"all": "#b0b7c3", "front": "#d1495b", "baseline": "#2e86ab", "test": "#edae49"}
+PALETTE = {"all": "#b0b7c3", "front": "#d1495b", "baseline": "#2e86ab", "test": "#edae49", "stopped": "#8a5a00"}
+MAX_STOPPED_ROWS = 200  # the stopped-trials table lists the first this many
 
 
 def recipe_summary(recipe: dict[str, Any] | None, width: int = 6) -> str:
@@ -41,6 +43,13 @@ def _hover(p: Point, objectives: list[str]) -> str:
     return f"<b>trial {p.trial}</b>{' · front' if p.on_front else ''}<br>{vals}<br>{recipe_summary(p.recipe)}"
 
 
+def _hover_stopped(s: Stopped) -> str:
+    value = "-" if s.value is None else f"{s.value:.4g}"
+    stage = "" if s.stage is None else f" at stage {s.stage}"
+    return (f"<b>trial {s.trial}</b> · stopped early{stage}<br>{s.examples:,} examples scored<br>running score "
+            f"{value}<br>{html.escape(s.reason)}<br>{recipe_summary(s.recipe)}")
+
+
 def pareto_figure(data: ReportData):
     import plotly.graph_objects as go
 
@@ -55,6 +64,14 @@ def pareto_figure(data: ReportData):
                                      name=label, marker={"color": color, "size": 8 if label == "best" else 6},
                                      customdata=[p.trial for p in pts], hovertext=[_hover(p, names) for p in pts],
                                      hoverinfo="text"))
+        shown = [st for st in data.stopped if st.value is not None]
+        if shown:  # one objective: the running scalarised score is the objective, signed so larger is better
+            sign = 1.0 if data.directions[0] == "maximize" else -1.0
+            fig.add_trace(go.Scatter(x=[st.trial for st in shown], y=[sign * st.value for st in shown],
+                                     mode="markers", name="stopped early (running score)",
+                                     marker={"color": PALETTE["stopped"], "size": 7, "symbol": "x"},
+                                     customdata=[st.trial for st in shown],
+                                     hovertext=[_hover_stopped(st) for st in shown], hoverinfo="text"))
         for b, vals in data.baselines.items():
             fig.add_hline(y=vals[n], line_dash="dash", line_color=PALETTE["baseline"],
                           annotation_text=f"{b} ({data.baseline_split[b]})")
@@ -104,13 +121,62 @@ def convergence_figure(data: ReportData):
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("best scalarised score", "hypervolume (reference "
                                         f"{[round(v, 4) for v in data.reference_point]})"))
+    spent = ([f"{n} evaluations, {e:,} train examples" for n, e in zip(data.curve_evals, data.curve_examples,
+                                                                       strict=True)]
+             if data.stopped and len(data.curve_examples) == len(data.curve_evals) else None)
     fig.add_trace(go.Scatter(x=data.curve_evals, y=data.curve_best, mode="lines", name="best score",
-                             line={"color": PALETTE["front"]}), row=1, col=1)
+                             line={"color": PALETTE["front"]}, text=spent), row=1, col=1)
     fig.add_trace(go.Scatter(x=data.curve_evals, y=data.curve_hv, mode="lines", name="hypervolume",
                              line={"color": PALETTE["baseline"]}), row=2, col=1)
     fig.update_xaxes(title_text="evaluations", row=2, col=1)
     fig.update_layout(title="Convergence", template="plotly_white", height=520, showlegend=False)
     return fig
+
+
+def racing_figure(data: ReportData):
+    """Train examples each trial cost: fully scored trials at a full evaluation, stopped ones at what they used."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    if data.full_examples is not None:
+        full = data.points
+        fig.add_trace(go.Scatter(x=[p.trial for p in full], y=[data.full_examples] * len(full), mode="markers",
+                                 name="fully scored", marker={"color": PALETTE["all"], "size": 6},
+                                 customdata=[p.trial for p in full], hovertext=[_hover(p, data.objectives)
+                                                                                for p in full], hoverinfo="text"))
+    fig.add_trace(go.Scatter(x=[s.trial for s in data.stopped], y=[s.examples for s in data.stopped],
+                             mode="markers", name="stopped early", customdata=[s.trial for s in data.stopped],
+                             marker={"color": PALETTE["stopped"], "size": 7, "symbol": "x"},
+                             hovertext=[_hover_stopped(s) for s in data.stopped], hoverinfo="text"))
+    fig.update_layout(title="Racing: train examples scored per trial", template="plotly_white", height=380,
+                      xaxis_title="trial", yaxis_title="examples scored", legend={"orientation": "h"})
+    return fig
+
+
+def _racing_summary(data: ReportData) -> str:
+    n, k = len(data.points) + len(data.stopped), len(data.stopped)
+    cost = sum(s.examples for s in data.stopped)
+    text = f"{k} of {n} evaluations were stopped early by racing; they scored {cost:,} train examples"
+    saved = data.examples_saved
+    if saved is not None and data.full_examples:
+        total = data.curve_examples[-1] if data.curve_examples else 0
+        text += (f" instead of {k * data.full_examples:,} (a full evaluation scores {data.full_examples:,}): "
+                 f"<b>{saved:,} examples saved</b>; the run scored {total:,} in all, "
+                 f"{total / (total + saved):.0%} of scoring every candidate fully")
+    return text + "."
+
+
+def _stopped_table(data: ReportData) -> str:
+    rows = []
+    for s in data.stopped[:MAX_STOPPED_ROWS]:
+        value = "-" if s.value is None else f"{s.value:.4g}"
+        stage = "-" if s.stage is None else str(s.stage)
+        rows.append(f"<tr><td>{s.trial}</td><td>{stage}</td><td>{s.examples:,}</td><td>{value}</td>"
+                    f"<td style='text-align:left'>{html.escape(s.reason)}</td></tr>")
+    more = len(data.stopped) - MAX_STOPPED_ROWS
+    tail = f"<p>... and {more} more stopped trials (all in the storage).</p>" if more > 0 else ""
+    return ("<table class='stopped'><tr><th>trial</th><th>stage</th><th>examples scored</th><th>running score</th>"
+            f"<th>why stopped</th></tr>{''.join(rows)}</table>{tail}")
 
 
 def front_scores_figure(data: ReportData):
@@ -169,9 +235,13 @@ def render_html(data: ReportData) -> str:
     from plotly.offline import get_plotlyjs
 
     figs = [pareto_figure(data), convergence_figure(data), front_scores_figure(data)]
+    if data.stopped:
+        figs.append(racing_figure(data))
     divs = [f.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig{i}", config={"displaylogo": False})
             for i, f in enumerate(figs)]
-    recipes = {str(p.trial): p.recipe for p in data.points}
+    recipes = {str(p.trial): p.recipe for p in [*data.points, *data.stopped]}
+    racing = (f"<h2>Racing</h2><p>{_racing_summary(data)}</p>{divs[3]}{_stopped_table(data)}"
+              if data.stopped else "")
     notes = []
     if data.unscored_baselines:
         notes.append("Baselines not scored yet (run `evomerge resume RUN` with the test split, i.e. finalize): "
@@ -179,6 +249,7 @@ def render_html(data: ReportData) -> str:
     click_js = _CLICK_JS % json.dumps(recipes).replace("</", "<\\/")
     note_html = "".join(f"<p class='note'>{n}</p>" for n in notes)
     title = f"evomerge report — {html.escape(data.run)}"
+    stopped = f", {len(data.stopped)} stopped early by racing" if data.stopped else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <script type="text/javascript">{get_plotlyjs()}</script>
@@ -187,13 +258,14 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} pre{{background:
 max-height:30em;overflow:auto}} .note{{color:#8a5a00}}</style></head>
 <body><h1>{title}</h1>
 <p>strategy <b>{html.escape(data.strategy)}</b> · budget {html.escape(json.dumps(data.budget))} ·
-{len(data.points)} scored trials, {data.failed} failed · front of {len(data.front)} ·
+{len(data.points)} scored trials, {data.failed} failed{stopped} · front of {len(data.front)} ·
 hypervolume {data.hypervolume:.4g}</p>{note_html}
 {divs[0]}
 <h2>Recipe</h2><pre id="recipe">Click a point of the front or any trial to see its recipe.</pre>
 {divs[1]}
 {divs[2]}
 <h2>Front</h2>{_front_table(data)}
+{racing}
 <p>The same storage opens in optuna-dashboard: <code>optuna-dashboard sqlite:///RUN/study.db</code>.</p>
 {click_js}
 </body></html>
