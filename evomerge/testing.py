@@ -142,3 +142,15 @@ def write_header_only_checkpoint(folder: str | Path, shapes: dict[str, tuple[int
         f.truncate(8 + len(raw) + offset)
     (folder / "config.json").write_text(json.dumps(config or {"model_type": "llama"}))
     return path
+
+
+def write_plan_config(folder: str | Path, base: str, models: list[str], **runner: object) -> Path:
+    """A minimal TIES run config over ``base`` + ``models`` with these runner settings, for ``evomerge plan``."""
+    import yaml
+
+    path = Path(folder) / "run.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "plan", "sources": {"base": base, "models": models}, "space": "ties",
+        "objectives": [{"name": "score", "direction": "maximize"}], "budget": {"evaluations": 10},
+        "runner": runner}))
+    return path

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from evomerge.cli import app
 from evomerge.exec.memory_plan import DEVICE, FILES, HOST, Slot, make_plan, parse_bytes, place, plan_for_file
 from evomerge.study.config import RunConfig
-from evomerge.testing import llama_shapes, write_header_only_checkpoint
+from evomerge.testing import llama_shapes, write_header_only_checkpoint, write_plan_config
 
 GIB = 2**30
 SIZES = {  # Llama-2-7B, a Llama-shaped 14B (Qwen2.5-14B's dimensions), Llama-3-70B
@@ -38,13 +38,7 @@ def families(tmp_path_factory) -> dict[str, tuple[str, list[str]]]:
 
 
 def _config(tmp_path: Path, family, **runner) -> Path:
-    base, models = family
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "plan", "sources": {"base": base, "models": models}, "space": "ties",
-        "objectives": [{"name": "score", "direction": "maximize"}], "budget": {"evaluations": 10},
-        "runner": runner}))
-    return path
+    return write_plan_config(tmp_path, family[0], family[1], **runner)
 
 
 def test_the_checkpoints_have_the_published_parameter_counts(families):

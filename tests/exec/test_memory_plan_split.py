@@ -13,13 +13,12 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 from transformers import LlamaConfig
 from typer.testing import CliRunner
 
 from evomerge.cli import app
 from evomerge.exec.memory_plan import DEVICE, FILES, HOST, plan_for_file
-from evomerge.testing import llama_shapes, write_header_only_checkpoint
+from evomerge.testing import llama_shapes, write_header_only_checkpoint, write_plan_config
 
 GIB = 2**30
 SIZES = {
@@ -46,13 +45,7 @@ def families(tmp_path_factory) -> dict[str, tuple[str, list[str], dict[str, tupl
 
 
 def _config(tmp_path: Path, family, **runner) -> Path:
-    base, models, _ = family
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "plan", "sources": {"base": base, "models": models}, "space": "ties",
-        "objectives": [{"name": "score", "direction": "maximize"}], "budget": {"evaluations": 10},
-        "runner": runner}))
-    return path
+    return write_plan_config(tmp_path, family[0], family[1], **runner)
 
 
 def _module_of(name: str) -> str:
