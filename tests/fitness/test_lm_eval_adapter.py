@@ -250,8 +250,11 @@ def test_the_task_is_built_once_per_worker(cli_setup, write_task, offline):
     second = task.evaluate(model, tok)
     assert [(r.arguments, r.doc_id, r.idx) for r in lm_task.instances] == first_requests
     assert task._loaded["train"] is loaded and task._lm is lm
-    overhead = second.seconds - second.details["seconds_lm_eval"]  # everything but lm-eval's own scoring
-    assert overhead < 0.1 * second.details["seconds_lm_eval"], (overhead, second.details["seconds_lm_eval"])
+    # everything but lm-eval's own scoring, as a share of it; the best of three candidates, as timings are
+    # read on a shared machine (one scoring here is ~0.08 s, so a single descheduling can pass 10 %)
+    shares = [(r.seconds - r.details["seconds_lm_eval"]) / r.details["seconds_lm_eval"]
+              for r in (second, task.evaluate(model, tok), task.evaluate(model, tok))]
+    assert min(shares) < 0.1, shares
     np.testing.assert_array_equal(first.per_example, second.per_example)  # few-shot seeds reset per candidate
     import pickle
 
