@@ -110,10 +110,14 @@ def _keep_requests(task: Any) -> None:
 _MEMO_FIELDS = ("doc_to_target", "doc_to_choice")
 
 
-def _doc_key(doc: Any) -> str:
+def _doc_key(doc: Any) -> str | None:
     """A document's content as a string: lm-eval hands ``process_results`` a fresh dict per document and
-    candidate (a ``datasets`` row), so the memo below is keyed by content, not identity."""
-    return json.dumps(doc, sort_keys=True, default=repr)
+    candidate (a ``datasets`` row), so the memo below is keyed by content, not identity. None for a document
+    that is not plain JSON (images, bytes): it is not memoised."""
+    try:
+        return json.dumps(doc, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
 
 
 def _memo_doc_fields(task: Any) -> None:
@@ -133,6 +137,8 @@ def _memo_doc_fields(task: Any) -> None:
             if arg is not None:  # a few-shot config's own template: not memoised
                 return _original(doc, arg)
             key = _doc_key(doc)
+            if key is None:
+                return _original(doc)
             if key not in _memo:
                 _memo[key] = _original(doc)
             return copy.deepcopy(_memo[key])

@@ -384,3 +384,37 @@ def test_multiple_choice_with_a_chat_template_scores_what_lm_eval_scores(tmp_pat
     np.testing.assert_allclose([r.resps[0][0] for r in instances],
                                [ll for lls in ours.details["loglikelihoods"] for ll in lls], rtol=1e-5)
     np.testing.assert_array_equal(ours.per_example, theirs.per_example)
+
+
+def test_document_memo_copies_and_skips_what_it_cannot_key():
+    """The per-worker memo of targets and choices: each call gets its own copy; a document that is not plain JSON
+    (bytes, images) and a user function are computed every time; a few-shot config's own template is not memoised."""
+    from types import SimpleNamespace
+
+    from evomerge.fitness.lm_eval_adapter import _memo_doc_fields
+
+    calls: list[str] = []
+
+    class Task:
+        prompt = None
+        config = SimpleNamespace(doc_to_target="{{answer}}", doc_to_choice=lambda doc: ["x"])
+
+        def doc_to_target(self, doc, doc_to_target=None):
+            calls.append("target")
+            return [doc["answer"]] if doc_to_target is None else doc_to_target
+
+        def doc_to_choice(self, doc, doc_to_choice=None):
+            calls.append("choice")
+            return ["x"]
+
+    task = Task()
+    _memo_doc_fields(task)
+    first = task.doc_to_target({"answer": "1"})
+    first.append("mutated by lm-eval")
+    assert task.doc_to_target({"answer": "1"}) == ["1"] and calls == ["target"]
+    assert task.doc_to_target({"answer": "1"}, "fewshot") == "fewshot" and calls == ["target"] * 2
+    assert task.doc_to_target({"answer": b"1"}) == [b"1"] and task.doc_to_target({"answer": b"1"}) == [b"1"]
+    assert calls == ["target"] * 4
+    task.doc_to_choice({"answer": "1"})
+    task.doc_to_choice({"answer": "1"})
+    assert calls.count("choice") == 2  # a callable (``!function``) may not be pure: never memoised
