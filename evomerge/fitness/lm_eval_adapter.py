@@ -7,7 +7,10 @@ multi-turn few-shot, truncation) is lm-eval's, and the scores equal ``lm_eval --
 hf`` on the same checkpoint. What depends only on the task is built once per worker:
 the task index (for a registered task it walks lm-eval's ~14,000 YAML files; a local YAML is
 looked up in its own folder), the loaded task, its requests (contexts with their few-shot examples) and its
-documents, and the HFLM wrapper (the worker's model is updated in place).
+documents, and the HFLM wrapper (the worker's model is updated in place). From the second candidate on,
+each document's target and choices (lm-eval renders their Jinja template on every call) and the token ids of
+``loglikelihood`` requests come from a per-worker memo; HFLM still runs every forward, its batching and padding
+unchanged.
 
 Per-example scores: lm-eval logs one sample per document *per filter*; the adapter
 keeps one filter, chosen explicitly (``filter:``) or the task's first one, and says
