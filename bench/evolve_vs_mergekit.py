@@ -21,6 +21,8 @@ expert) with CMA-ES, and score every candidate with lm-evaluation-harness on one
 
 Run (lm-eval in both interpreters; mergekit[evolve]==0.1.5 in the second):
     python bench/evolve_vs_mergekit.py --evals 14 --mergekit-python /work/mkvenv/bin/python
+``--threads`` applies to both tools; on a shared machine one thread per evaluation is much faster for the
+tinylm model than two (a second OpenMP thread waits for a busy core): the README gives both.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ multi-turn few-shot, truncation) is lm-eval's, and the scores equal ``lm_eval --
 hf`` on the same checkpoint. What depends only on the task is built once per worker:
 the task index (for a registered task it walks lm-eval's ~14,000 YAML files; a local YAML is
 looked up in its own folder), the loaded task, its requests (contexts with their few-shot examples) and its
-documents, and the HFLM wrapper (the worker's model is updated in place).
+documents, and the HFLM wrapper (the worker's model is updated in place). From the second candidate on,
+each document's target and choices (lm-eval renders their Jinja template on every call) and the token ids of
+``loglikelihood`` requests come from a per-worker memo; HFLM still runs every forward, its batching and padding
+unchanged.
 
 Per-example scores: lm-eval logs one sample per document *per filter*; the adapter
 keeps one filter, chosen explicitly (``filter:``) or the task's first one, and says
@@ -16,7 +19,9 @@ which in the result's details.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import math
 import random
 import re
@@ -105,6 +110,62 @@ def _keep_requests(task: Any) -> None:
     task.build_all_requests = build_all_requests
 
 
+_MEMO_FIELDS = ("doc_to_target", "doc_to_choice")
+
+
+def _doc_key(doc: Any) -> str | None:
+    """A document's content as a string: lm-eval hands ``process_results`` a fresh dict per document and
+    candidate (a ``datasets`` row), so the memo below is keyed by content, not identity. None for a document
+    that is not plain JSON (images, bytes): it is not memoised."""
+    try:
+        return json.dumps(doc, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+
+
+def _memo_doc_fields(task: Any) -> None:
+    """Each candidate's ``process_results`` asks lm-eval for every document's target and choices again, and lm-eval
+    compiles the task's Jinja template anew for every call (``jinja2.Environment.from_string``, 40 % of an
+    evaluation of a 120-document multiple-choice task on the tinylm zoo). For a template, a feature name or a
+    constant (not a user function, which might not be pure) the answer depends only on the document: it is
+    computed once per document and worker; each call gets its own copy."""
+    for field in _MEMO_FIELDS:
+        original = getattr(task, field)
+        configured = getattr(task.config, field, None)
+        if getattr(task, "prompt", None) is not None or not isinstance(configured, (str, int, list, dict)):
+            continue
+        memo: dict[str, Any] = {}
+
+        def cached(doc: Any, arg: Any = None, *, _original: Any = original, _memo: dict[str, Any] = memo) -> Any:
+            if arg is not None:  # a few-shot config's own template: not memoised
+                return _original(doc, arg)
+            key = _doc_key(doc)
+            if key is None:
+                return _original(doc)
+            if key not in _memo:
+                _memo[key] = _original(doc)
+            return copy.deepcopy(_memo[key])
+
+        setattr(task, field, cached)
+
+
+def _memo_encode_pair(lm: Any) -> None:
+    """HFLM tokenizes every (context, continuation) pair of a ``loglikelihood`` request again for each candidate;
+    the token ids depend only on the tokenizer and the strings, so HFLM's own ``_encode_pair`` is run once per pair
+    and wrapper (the rest of HFLM's loglikelihood path, its batching and padding included, is unchanged)."""
+    original = lm._encode_pair
+    memo: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+
+    def encode_pair(context: str, continuation: str) -> tuple[list[int], list[int]]:
+        key = (context, continuation)
+        if key not in memo:
+            memo[key] = original(context, continuation)
+        ctx, cont = memo[key]
+        return list(ctx), list(cont)
+
+    lm._encode_pair = encode_pair
+
+
 class _Loaded:
     """One split's lm-eval task dict, with the metric and filter the objective reads."""
 
@@ -118,6 +179,7 @@ class _Loaded:
             raise FitnessError(f"task '{name}': lm-eval task '{task_name}' has no subtasks")
         for task in self.tasks.values():
             _keep_requests(task)
+            _memo_doc_fields(task)
         for task in self.tasks.values():  # simple_evaluate's num_fewshot rules, applied once
             if spec.num_fewshot is not None:
                 if task.get_config("num_fewshot") != 0:
@@ -167,6 +229,7 @@ class LmEvalTask:
             if self.spec.add_bos_token is not None else {}
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.spec.batch_size,
                   max_length=self.spec.max_length, **kwargs)
+        _memo_encode_pair(lm)
         self._lm = (model, tokenizer, lm)
         return lm
 

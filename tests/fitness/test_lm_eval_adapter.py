@@ -222,6 +222,47 @@ def test_adapter_scores_equal_lm_eval_cli_to_the_last_digit(cli_setup, write_tas
 
 
 @needs_lm_eval
+@pytest.mark.parametrize(("name", "metric", "filt"), [
+    ("evm_mc", "acc_norm", "none"), ("evm_gen", "exact_match", "whole"), ("evm_ppl", "bits_per_byte", "none")])
+def test_later_candidates_reuse_targets_and_token_ids_and_still_equal_the_cli(cli_setup, write_task, offline,
+                                                                             monkeypatch, name, metric, filt):
+    """From the second candidate on, documents' targets and choices and loglikelihood token ids come from the
+    worker's memo (no Jinja rendering, no tokenizing of (context, continuation) pairs): the scores stay lm-eval's."""
+    import lm_eval.utils
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ckpt, tasks, results, samples = cli_setup
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype="float32").eval()
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    task = _adapter(write_task, tasks, name, metric=metric)
+    task.evaluate(model, tok)
+    calls = {"template": 0, "encode": 0}
+    render, encode = lm_eval.utils.apply_template, task._lm[2].tok_encode
+
+    def counted_render(*args, **kwargs):
+        calls["template"] += 1
+        return render(*args, **kwargs)
+
+    def counted_encode(*args, **kwargs):
+        calls["encode"] += 1
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(lm_eval.utils, "apply_template", counted_render)
+    monkeypatch.setattr(task._lm[2], "tok_encode", counted_encode)
+    res = task.evaluate(model, tok)
+    assert res.objectives[name] == results[name][f"{metric},{filt}"]  # exact, not approx
+    theirs = sorted((s for s in samples[name] if s["filter"] == filt), key=lambda s: s["doc_id"])
+    if name == "evm_ppl":
+        np.testing.assert_allclose(res.per_example, [s[metric][0] / s[metric][1] / np.log(2) for s in theirs],
+                                   rtol=1e-12)
+    else:
+        assert res.per_example.tolist() == [float(s[metric]) for s in theirs]
+    assert calls["template"] == 0
+    if name == "evm_mc":  # loglikelihood requests: token ids reused (generation and rolling windows: HFLM's path)
+        assert calls["encode"] == 0
+
+
+@needs_lm_eval
 def test_rolling_windows_are_needed_for_these_documents(cli_setup):
     ckpt = cli_setup[0]
     from transformers import AutoTokenizer
@@ -346,3 +387,37 @@ def test_multiple_choice_with_a_chat_template_scores_what_lm_eval_scores(tmp_pat
     np.testing.assert_allclose([r.resps[0][0] for r in instances],
                                [ll for lls in ours.details["loglikelihoods"] for ll in lls], rtol=1e-5)
     np.testing.assert_array_equal(ours.per_example, theirs.per_example)
+
+
+def test_document_memo_copies_and_skips_what_it_cannot_key():
+    """The per-worker memo of targets and choices: each call gets its own copy; a document that is not plain JSON
+    (bytes, images) and a user function are computed every time; a few-shot config's own template is not memoised."""
+    from types import SimpleNamespace
+
+    from evomerge.fitness.lm_eval_adapter import _memo_doc_fields
+
+    calls: list[str] = []
+
+    class Task:
+        prompt = None
+        config = SimpleNamespace(doc_to_target="{{answer}}", doc_to_choice=lambda doc: ["x"])
+
+        def doc_to_target(self, doc, doc_to_target=None):
+            calls.append("target")
+            return [doc["answer"]] if doc_to_target is None else doc_to_target
+
+        def doc_to_choice(self, doc, doc_to_choice=None):
+            calls.append("choice")
+            return ["x"]
+
+    task = Task()
+    _memo_doc_fields(task)
+    first = task.doc_to_target({"answer": "1"})
+    first.append("mutated by lm-eval")
+    assert task.doc_to_target({"answer": "1"}) == ["1"] and calls == ["target"]
+    assert task.doc_to_target({"answer": "1"}, "fewshot") == "fewshot" and calls == ["target"] * 2
+    assert task.doc_to_target({"answer": b"1"}) == [b"1"] and task.doc_to_target({"answer": b"1"}) == [b"1"]
+    assert calls == ["target"] * 4
+    task.doc_to_choice({"answer": "1"})
+    task.doc_to_choice({"answer": "1"})
+    assert calls.count("choice") == 2  # a callable (``!function``) may not be pure: never memoised
