@@ -49,9 +49,14 @@ def check_racing(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
         if not scalarized:
             raise ConfigError(f"racing.rule {rc.rule}: Optuna's pruners are single-objective; with several "
                               "objectives (a multi-objective strategy) use rule bound")
-        if rc.rule != "median":
-            raise ConfigError(f"racing.rule {rc.rule}: Optuna keeps its rungs in trial attributes that only its own "
-                              "pruning calls write, which recorded trials cannot replay; use rule median or bound")
+        if rc.rule == "hyperband":
+            raise ConfigError("racing.rule hyperband: not supported yet (Optuna assigns a trial's bracket from its "
+                              "number, which a candidate gets only once recorded); use rule successive_halving, "
+                              "median or bound")
+    sh_keys = [k for k in ("min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count")
+               if getattr(rc, k) != type(rc).model_fields[k].default]  # the config is saved with its defaults
+    if sh_keys and rc.rule != "successive_halving":
+        raise ConfigError(f"racing.{sh_keys[0]}: only rule successive_halving reads it (rule is {rc.rule})")
 
 
 def terms_of(objectives: Sequence[Any], tasks: Sequence[Any]) -> list[Term]:
@@ -100,13 +105,29 @@ def race_request(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
     seed = config.seed if rc.order_seed is None else rc.order_seed
     thresholds: dict[int, float] = {}
     if rc.rule == "median":
-        from evomerge.racing.order import stage_counts
         from evomerge.racing.pruners import median_thresholds
 
-        per_task = [stage_counts(sizes[t.task], rc.stages) for t in terms]
-        steps = [sum(c[s] for c in per_task) for s in range(len(rc.stages))]
+        steps = _steps(terms, sizes, rc.stages)
         sign = terms[0].sign if len(terms) == 1 else 1.0  # recorded: the objective itself for one objective
         thresholds = median_thresholds(pool_list, steps, lambda v: sign * v)
         refs = []
+    rungs: dict[int, list[tuple[int, float]]] = {}
+    if rc.rule == "successive_halving":
+        from evomerge.racing.pruners import sh_thresholds
+
+        steps = _steps(terms, sizes, rc.stages)
+        sign = terms[0].sign if len(terms) == 1 else 1.0
+        rungs = sh_thresholds(pool_list, steps, lambda v: sign * v, rc.min_resource or steps[0],
+                              rc.reduction_factor or 4, rc.min_early_stopping_rate, rc.bootstrap_count)
+        refs = []
     return RaceRequest(rule=rc.rule, stages=list(rc.stages), confidence=rc.confidence, order_seed=int(seed),
-                       terms=terms, scalar=scalarized, references=refs, thresholds=thresholds, test=rc.test)
+                       terms=terms, scalar=scalarized, references=refs, thresholds=thresholds, test=rc.test,
+                       rungs=rungs)
+
+
+def _steps(terms: Sequence[Term], sizes: dict[str, int], stages: Sequence[float]) -> list[int]:
+    """Examples scored (all tasks together) after each stage: the pruners' steps."""
+    from evomerge.racing.order import stage_counts
+
+    per_task = [stage_counts(sizes[t.task], stages) for t in terms]
+    return [sum(c[s] for c in per_task) for s in range(len(stages))]
