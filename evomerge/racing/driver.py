@@ -45,18 +45,16 @@ def check_racing(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
             raise ConfigError(f"racing.rule bound: task '{task.name}' (kind {kind}) has no known range of its "
                               f"per-example scores, which the Bernstein-Serfling bound needs{hint}; use "
                               "test: normal or rule: median instead")
-    if rc.rule in PRUNER_RULES:
-        if not scalarized:
-            raise ConfigError(f"racing.rule {rc.rule}: Optuna's pruners are single-objective; with several "
-                              "objectives (a multi-objective strategy) use rule bound")
-        if rc.rule == "hyperband":
-            raise ConfigError("racing.rule hyperband: not supported yet (Optuna assigns a trial's bracket from its "
-                              "number, which a candidate gets only once recorded); use rule successive_halving, "
-                              "median or bound")
+    if rc.rule in PRUNER_RULES and not scalarized:
+        raise ConfigError(f"racing.rule {rc.rule}: Optuna's pruners are single-objective; with several "
+                          "objectives (a multi-objective strategy) use rule bound")
     sh_keys = [k for k in ("min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count")
                if getattr(rc, k) != type(rc).model_fields[k].default]  # the config is saved with its defaults
-    if sh_keys and rc.rule != "successive_halving":
-        raise ConfigError(f"racing.{sh_keys[0]}: only rule successive_halving reads it (rule is {rc.rule})")
+    if rc.rule == "hyperband" and "min_early_stopping_rate" in sh_keys:
+        raise ConfigError("racing.min_early_stopping_rate: rule hyperband sets it per bracket (as Optuna does)")
+    if sh_keys and rc.rule not in ("successive_halving", "hyperband"):
+        raise ConfigError(f"racing.{sh_keys[0]}: only rules successive_halving and hyperband read it "
+                          f"(rule is {rc.rule})")
 
 
 def terms_of(objectives: Sequence[Any], tasks: Sequence[Any]) -> list[Term]:
@@ -120,9 +118,20 @@ def race_request(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
         rungs = sh_thresholds(pool_list, steps, lambda v: sign * v, rc.min_resource or steps[0],
                               rc.reduction_factor or 4, rc.min_early_stopping_rate, rc.bootstrap_count)
         refs = []
+    budgets: list[int] = []
+    brackets: dict[int, dict[int, list[tuple[int, float]]]] = {}
+    if rc.rule == "hyperband":
+        from evomerge.racing.pruners import hyperband_thresholds
+
+        steps = _steps(terms, sizes, rc.stages)
+        sign = terms[0].sign if len(terms) == 1 else 1.0
+        budgets, brackets = hyperband_thresholds(pool_list, steps, lambda v: sign * v, config.name,
+                                                 rc.min_resource or steps[0], rc.reduction_factor or 3,
+                                                 rc.bootstrap_count)
+        refs = []
     return RaceRequest(rule=rc.rule, stages=list(rc.stages), confidence=rc.confidence, order_seed=int(seed),
                        terms=terms, scalar=scalarized, references=refs, thresholds=thresholds, test=rc.test,
-                       rungs=rungs)
+                       rungs=rungs, bracket_rungs=brackets, budgets=budgets, run_name=config.name)
 
 
 def _steps(terms: Sequence[Term], sizes: dict[str, int], stages: Sequence[float]) -> list[int]:

@@ -19,6 +19,7 @@ the candidate at the first rung whose threshold its current running score is bel
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -167,3 +168,40 @@ def sh_thresholds(pool: Iterable[Any], steps: Sequence[int], scalar: Callable[[f
             lo, hi = (lo, mid) if not prunes(cands[mid]) else (mid + 1, hi)
         out.setdefault(s, []).append((rung, cands[hi]))
     return out
+
+
+def hyperband_budgets(min_resource: int, max_resource: int, reduction_factor: int) -> list[int]:
+    """Optuna's ``HyperbandPruner`` trial allocation budget of each bracket (from its own initialisation)."""
+    import optuna
+
+    pruner = optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max_resource,
+                                            reduction_factor=reduction_factor)
+    pruner._try_initialization(None)  # type: ignore[arg-type]  # max_resource is given: the study is not read
+    return list(pruner._trial_allocation_budgets)
+
+
+def bracket_of(name: str, key: str, budgets: Sequence[int]) -> int:
+    """Optuna's bracket assignment (``HyperbandPruner._get_bracket_id``: crc32 of ``<study name>_<trial number>``
+    modulo the total budget) with the candidate's key in place of the trial number: a candidate gets its number
+    only once recorded, its key (recorded too) when it is submitted, so a resume assigns the same bracket."""
+    n = zlib.crc32(f"{name}_{key}".encode()) % sum(budgets)
+    for bracket, budget in enumerate(budgets):
+        n -= budget
+        if n < 0:
+            return bracket
+    raise AssertionError("unreachable: n < sum(budgets)")
+
+
+def hyperband_thresholds(pool: Iterable[Any], steps: Sequence[int], scalar: Callable[[float], float], name: str,
+                         min_resource: int, reduction_factor: int, bootstrap_count: int = 0
+                         ) -> tuple[list[int], dict[int, dict[int, list[tuple[int, float]]]]]:
+    """Optuna's ``HyperbandPruner`` (``max_resource``: the examples of a full pass): per bracket ``b``, a
+    ``SuccessiveHalvingPruner`` with ``min_early_stopping_rate=b`` that sees only the trials of its bracket.
+    Returns the brackets' budgets and, per bracket, the thresholds ``sh_thresholds`` gives on its trials."""
+    budgets = hyperband_budgets(min_resource, steps[-1], reduction_factor)
+    pool_list = list(pool)
+    out = {}
+    for b in range(len(budgets)):
+        mine = [r for r in pool_list if bracket_of(name, r.key, budgets) == b]
+        out[b] = sh_thresholds(mine, steps, scalar, min_resource, reduction_factor, b, bootstrap_count)
+    return budgets, out

@@ -98,5 +98,5 @@ def evaluate_staged(tasks: Sequence[FitnessTask], model: Any, tokenizer: Any, sp
 
 def _rung(request: RaceRequest, stage: int, value: float) -> dict[str, int]:
     """Successive halving: the rung a stopped candidate failed (the mirror rebuilds its rung attributes from it)."""
-    failed = request.failed_rung(stage, value) if request.rule == "successive_halving" else None
+    failed = request.failed_rung(stage, value) if request.rule in ("successive_halving", "hyperband") else None
     return {} if failed is None else {"rung": failed[0]}
