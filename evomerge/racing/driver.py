@@ -115,8 +115,9 @@ def race_request(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
 
         steps = _steps(terms, sizes, rc.stages)
         sign = terms[0].sign if len(terms) == 1 else 1.0
-        rungs = sh_thresholds(pool_list, steps, lambda v: sign * v, rc.min_resource or steps[0],
-                              rc.reduction_factor or 4, rc.min_early_stopping_rate, rc.bootstrap_count)
+        first = rc.min_resource or _first_resource(steps, rc.stages)
+        rungs = sh_thresholds(pool_list, steps, lambda v: sign * v, first, rc.reduction_factor or 4,
+                              rc.min_early_stopping_rate, rc.bootstrap_count)
         refs = []
     budgets: list[int] = []
     brackets: dict[int, dict[int, list[tuple[int, float]]]] = {}
@@ -125,9 +126,9 @@ def race_request(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
 
         steps = _steps(terms, sizes, rc.stages)
         sign = terms[0].sign if len(terms) == 1 else 1.0
-        budgets, brackets = hyperband_thresholds(pool_list, steps, lambda v: sign * v, config.name,
-                                                 rc.min_resource or steps[0], rc.reduction_factor or 3,
-                                                 rc.bootstrap_count)
+        first = rc.min_resource or _first_resource(steps, rc.stages)
+        budgets, brackets = hyperband_thresholds(pool_list, steps, lambda v: sign * v, config.name, first,
+                                                 rc.reduction_factor or 3, rc.bootstrap_count)
         refs = []
     return RaceRequest(rule=rc.rule, stages=list(rc.stages), confidence=rc.confidence, order_seed=int(seed),
                        terms=terms, scalar=scalarized, references=refs, thresholds=thresholds, test=rc.test,
@@ -140,3 +141,10 @@ def _steps(terms: Sequence[Term], sizes: dict[str, int], stages: Sequence[float]
 
     per_task = [stage_counts(sizes[t.task], stages) for t in terms]
     return [sum(c[s] for c in per_task) for s in range(len(stages))]
+
+
+def _first_resource(steps: Sequence[int], stages: Sequence[float]) -> int:
+    """The default ``min_resource``: a full pass's examples × the first stage's fraction, rounded down, so that
+    rung ``r`` lands on the stage of fraction ``first · reduction_factor^r`` (each stage's count is rounded up:
+    ``steps[0]`` itself would put 4 × ceil(1437 / 8) = 720 beyond the half stage's 719)."""
+    return max(1, int(steps[-1] * stages[0]))

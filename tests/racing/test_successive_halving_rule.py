@@ -179,3 +179,14 @@ def test_a_raced_study_runs_and_resumes_exactly(tmp_path, monkeypatch, rule):
     finally:
         study.close()
     assert _trials(tmp_path / "cut") == _trials(tmp_path / "ref")
+
+
+def test_default_min_resource_puts_the_rungs_on_their_stages():
+    from evomerge.racing.driver import _first_resource
+
+    steps = [180, 360, 719, 1437]  # digits: 1,437 train images, stages 1/8, 1/4, 1/2, 1 (each count rounded up)
+    first = _first_resource(steps, [0.125, 0.25, 0.5, 1.0])
+    assert first == 179
+    assert promotion_steps(steps, first, 4, 0) == {0: 0, 1: 2}  # factor 4: rungs at 1/8 and 1/2
+    assert promotion_steps(steps, first, 2, 0) == {0: 0, 1: 1, 2: 2}  # factor 2: every stage
+    assert promotion_steps(steps, 180, 4, 0) == {0: 0}  # the first stage's own count: 720 > 719, one rung only
