@@ -119,7 +119,8 @@ class EvalWorker:
                 from evomerge.racing.staged import evaluate_staged
 
                 with torch.inference_mode():
-                    staged = evaluate_staged(self.tasks, model, self.tokenizer, candidate.split, candidate.race)
+                    staged = evaluate_staged(self.tasks, model, self.tokenizer, candidate.split,
+                                             candidate.race.for_key(candidate.key))  # hyperband: its bracket
                 return EvalResult(key=candidate.key, status=staged.status,  # type: ignore[arg-type]
                                   objectives=staged.objectives, per_example=staged.per_example,
                                   racing=staged.racing, merge_seconds=t1 - t0,

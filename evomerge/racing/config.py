@@ -25,6 +25,13 @@ class RacingConfig(BaseModel):
     # rule bound: the confidence bound. bernstein_serfling: exact at any sample size, needs each task's score range;
     # normal: the paired normal approximation with the finite-population correction (asymptotic, much tighter)
     test: Literal["bernstein_serfling", "normal"] = "bernstein_serfling"
+    # rules successive_halving / hyperband: Optuna's pruner options, steps counted in examples scored (all tasks
+    # together). min_resource None: the examples of the first stage; reduction_factor None: Optuna's default
+    # (4 for successive_halving, 3 for hyperband); hyperband's max_resource: the examples of a full pass
+    min_resource: int | None = Field(default=None, ge=1)
+    reduction_factor: int | None = Field(default=None, ge=2)
+    min_early_stopping_rate: int = Field(default=0, ge=0)
+    bootstrap_count: int = Field(default=0, ge=0)
 
     @field_validator("stages")
     @classmethod

@@ -45,13 +45,16 @@ def check_racing(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
             raise ConfigError(f"racing.rule bound: task '{task.name}' (kind {kind}) has no known range of its "
                               f"per-example scores, which the Bernstein-Serfling bound needs{hint}; use "
                               "test: normal or rule: median instead")
-    if rc.rule in PRUNER_RULES:
-        if not scalarized:
-            raise ConfigError(f"racing.rule {rc.rule}: Optuna's pruners are single-objective; with several "
-                              "objectives (a multi-objective strategy) use rule bound")
-        if rc.rule != "median":
-            raise ConfigError(f"racing.rule {rc.rule}: Optuna keeps its rungs in trial attributes that only its own "
-                              "pruning calls write, which recorded trials cannot replay; use rule median or bound")
+    if rc.rule in PRUNER_RULES and not scalarized:
+        raise ConfigError(f"racing.rule {rc.rule}: Optuna's pruners are single-objective; with several "
+                          "objectives (a multi-objective strategy) use rule bound")
+    sh_keys = [k for k in ("min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count")
+               if getattr(rc, k) != type(rc).model_fields[k].default]  # the config is saved with its defaults
+    if rc.rule == "hyperband" and "min_early_stopping_rate" in sh_keys:
+        raise ConfigError("racing.min_early_stopping_rate: rule hyperband sets it per bracket (as Optuna does)")
+    if sh_keys and rc.rule not in ("successive_halving", "hyperband"):
+        raise ConfigError(f"racing.{sh_keys[0]}: only rules successive_halving and hyperband read it "
+                          f"(rule is {rc.rule})")
 
 
 def terms_of(objectives: Sequence[Any], tasks: Sequence[Any]) -> list[Term]:
@@ -100,13 +103,48 @@ def race_request(config: Any, objectives: Sequence[Any], tasks: Sequence[Any], s
     seed = config.seed if rc.order_seed is None else rc.order_seed
     thresholds: dict[int, float] = {}
     if rc.rule == "median":
-        from evomerge.racing.order import stage_counts
         from evomerge.racing.pruners import median_thresholds
 
-        per_task = [stage_counts(sizes[t.task], rc.stages) for t in terms]
-        steps = [sum(c[s] for c in per_task) for s in range(len(rc.stages))]
+        steps = _steps(terms, sizes, rc.stages)
         sign = terms[0].sign if len(terms) == 1 else 1.0  # recorded: the objective itself for one objective
         thresholds = median_thresholds(pool_list, steps, lambda v: sign * v)
         refs = []
+    rungs: dict[int, list[tuple[int, float]]] = {}
+    if rc.rule == "successive_halving":
+        from evomerge.racing.pruners import sh_thresholds
+
+        steps = _steps(terms, sizes, rc.stages)
+        sign = terms[0].sign if len(terms) == 1 else 1.0
+        first = rc.min_resource or _first_resource(steps, rc.stages)
+        rungs = sh_thresholds(pool_list, steps, lambda v: sign * v, first, rc.reduction_factor or 4,
+                              rc.min_early_stopping_rate, rc.bootstrap_count)
+        refs = []
+    budgets: list[int] = []
+    brackets: dict[int, dict[int, list[tuple[int, float]]]] = {}
+    if rc.rule == "hyperband":
+        from evomerge.racing.pruners import hyperband_thresholds
+
+        steps = _steps(terms, sizes, rc.stages)
+        sign = terms[0].sign if len(terms) == 1 else 1.0
+        first = rc.min_resource or _first_resource(steps, rc.stages)
+        budgets, brackets = hyperband_thresholds(pool_list, steps, lambda v: sign * v, config.name, first,
+                                                 rc.reduction_factor or 3, rc.bootstrap_count)
+        refs = []
     return RaceRequest(rule=rc.rule, stages=list(rc.stages), confidence=rc.confidence, order_seed=int(seed),
-                       terms=terms, scalar=scalarized, references=refs, thresholds=thresholds, test=rc.test)
+                       terms=terms, scalar=scalarized, references=refs, thresholds=thresholds, test=rc.test,
+                       rungs=rungs, bracket_rungs=brackets, budgets=budgets, run_name=config.name)
+
+
+def _steps(terms: Sequence[Term], sizes: dict[str, int], stages: Sequence[float]) -> list[int]:
+    """Examples scored (all tasks together) after each stage: the pruners' steps."""
+    from evomerge.racing.order import stage_counts
+
+    per_task = [stage_counts(sizes[t.task], stages) for t in terms]
+    return [sum(c[s] for c in per_task) for s in range(len(stages))]
+
+
+def _first_resource(steps: Sequence[int], stages: Sequence[float]) -> int:
+    """The default ``min_resource``: a full pass's examples × the first stage's fraction, rounded down, so that
+    rung ``r`` lands on the stage of fraction ``first · reduction_factor^r`` (each stage's count is rounded up:
+    ``steps[0]`` itself would put 4 × ceil(1437 / 8) = 720 beyond the half stage's 719)."""
+    return max(1, int(steps[-1] * stages[0]))

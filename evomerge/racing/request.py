@@ -8,7 +8,7 @@ trip, and a resume replays it exactly (the references are a function of the tria
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -49,6 +49,20 @@ class RaceRequest:
     # pruner rules: per stage index, the running scalar a candidate must reach to go on (computed by the driver)
     thresholds: dict[int, float] = field(default_factory=dict)
     test: str = "bernstein_serfling"  # rule bound: bernstein_serfling | normal (see evomerge.racing.bound)
+    # rule successive_halving: per stage index, (rung, threshold) of the rungs reached there (computed by the driver)
+    rungs: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
+    # rule hyperband: the rungs of each bracket, and what assigns a candidate its bracket (see for_key)
+    bracket_rungs: dict[int, dict[int, list[tuple[int, float]]]] = field(default_factory=dict)
+    budgets: list[int] = field(default_factory=list)
+    run_name: str = ""
+
+    def for_key(self, key: str) -> RaceRequest:
+        """The request for the candidate with this key: under hyperband, the rungs of its bracket."""
+        if self.rule != "hyperband":
+            return self
+        from evomerge.racing.pruners import bracket_of
+
+        return replace(self, rungs=self.bracket_rungs.get(bracket_of(self.run_name, key, self.budgets), {}))
 
     def scalar_value(self, objectives: dict[str, float]) -> float:
         """The scalarised score (larger is better), as the Study computes it."""
@@ -74,6 +88,21 @@ class RaceRequest:
             if threshold is not None and best < threshold:
                 return (f"median: best running score {best:.6g} after stage {stage + 1} of {len(self.stages)} is "
                         f"below the median of the fully scored trials at that stage ({threshold:.6g})")
+        if self.rule in ("successive_halving", "hyperband"):
+            failed = self.failed_rung(stage, history[-1] if history else self.scalar_value(objectives))
+            if failed is not None:
+                rung, threshold = failed
+                return (f"{self.rule}: running score {history[-1] if history else float('nan'):.6g} after "
+                        f"stage {stage + 1} of {len(self.stages)} is below rung {rung}'s promotion threshold "
+                        f"({threshold:.6g})")
+        return None
+
+    def failed_rung(self, stage: int, value: float) -> tuple[int, float] | None:
+        """Successive halving: the first rung of this stage whose threshold ``value`` is below (Optuna compares the
+        value at the current step, not the best so far), with that threshold; None: promoted through them all."""
+        for rung, threshold in self.rungs.get(stage, []):
+            if math.isnan(value) or value < threshold:
+                return rung, threshold
         return None
 
     def _delta(self) -> float:

@@ -89,7 +89,14 @@ def evaluate_staged(tasks: Sequence[FitnessTask], model: Any, tokenizer: Any, sp
                 per_example={n: scores[n][indices[n]] for n in indices},
                 racing={"examples_scored": examples, "stage": stage, "reason": reason, "intermediate": intermediate,
                         "references": refs,
-                        "scored_indices": {n: i.tolist() for n, i in indices.items()}, "stage_seconds": seconds})
+                        "scored_indices": {n: i.tolist() for n, i in indices.items()}, "stage_seconds": seconds,
+                        **_rung(request, stage, history[-1])})
     return StagedOutcome(status="ok", objectives=dict(objectives), per_example=scores,
                          racing={"examples_scored": sum(done.values()), "stage": len(request.stages) - 1,
                                  "intermediate": intermediate, "references": refs, "stage_seconds": seconds})
+
+
+def _rung(request: RaceRequest, stage: int, value: float) -> dict[str, int]:
+    """Successive halving: the rung a stopped candidate failed (the mirror rebuilds its rung attributes from it)."""
+    failed = request.failed_rung(stage, value) if request.rule in ("successive_halving", "hyperband") else None
+    return {} if failed is None else {"rung": failed[0]}

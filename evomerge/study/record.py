@@ -92,6 +92,8 @@ def racing_attrs(result: EvalResult) -> dict[str, Any]:
         out["stage"] = int(result.racing["stage"])
         out["racing"] = str(result.racing["reason"])
         out["scored_indices"] = result.racing.get("scored_indices", {})
+        if "rung" in result.racing:  # successive halving: the rung it failed (rebuilds its rung attributes)
+            out["race_rung"] = int(result.racing["rung"])
     return out
 
 

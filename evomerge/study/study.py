@@ -324,6 +324,8 @@ class Study:
             attrs = dict(extra)
             if result.racing:  # what replay and racing read back from the record
                 attrs["intermediate"] = result.racing.get("intermediate", [])
+                if "rung" in result.racing:  # successive halving: the rung it failed (see evomerge.racing.pruners)
+                    attrs["race_rung"] = int(result.racing["rung"])
             if result.ok and cand.race is not None:
                 attrs["per_example"] = {k: np.asarray(v).tolist() for k, v in result.per_example.items()}
             rec = TrialRecord(number=number, key=result.key, status=result.status, objectives=result.objectives,

@@ -102,6 +102,7 @@ class _Cfg:
 
 
 def test_racing_is_refused_for_kinds_whose_objective_is_not_a_mean_or_whose_range_is_unknown(write_task):
+    from evomerge.racing.config import RacingConfig
     from evomerge.study.objectives import Objective
 
     ppl = load_task(write_task({"name": "ppl", "kind": "perplexity"}, {"train": _rows("perplexity")}, name="ppl"))
@@ -121,7 +122,11 @@ def test_racing_is_refused_for_kinds_whose_objective_is_not_a_mean_or_whose_rang
     normal = _Cfg("bound")
     normal.racing = normal.racing.model_copy(update={"test": "normal"})
     check_racing(normal, obj, [ppl], True)  # nor the normal test
-    with pytest.raises(ConfigError, match="racing.rule successive_halving: Optuna keeps its rungs"):
-        check_racing(_Cfg("successive_halving"), obj, [ppl], True)
+    check_racing(_Cfg("successive_halving"), obj, [ppl], True)  # rungs rebuilt from the records
+    check_racing(_Cfg("hyperband"), obj, [ppl], True)
+    stray = _Cfg("median")
+    stray.racing = RacingConfig(rule="median", reduction_factor=3)
+    with pytest.raises(ConfigError, match="racing.reduction_factor: only rules successive_halving and hyperband"):
+        check_racing(stray, obj, [ppl], True)
     with pytest.raises(ConfigError, match="racing.rule median: Optuna's pruners are single-objective"):
         check_racing(_Cfg("median"), obj, [ppl], False)
