@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from evomerge.client import EvomergeClient
 
-from ..server.common import zdt1_study
+from ..server.common import aim_at_the_fuzz_study, zdt1_study
 from ..server.conftest import ThreadServer
 
 EXAMPLES_PER_OPERATION = 20
@@ -76,17 +76,8 @@ def test_no_request_gives_a_5xx_or_an_undocumented_reply_nan_and_infinity_includ
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         def check(case, real: bool, non_finite: bool, number: int, data: st.DataObject) -> None:
-            if real:  # half the requests go deep: the existing study, its trials, a valid config around fuzz
-                if "name" in (case.path_parameters or {}):
-                    case.path_parameters["name"] = "fuzz"
-                if "number" in (case.path_parameters or {}):
-                    case.path_parameters["number"] = number
-                if case.path == "/studies" and case.method == "POST" and isinstance(case.body, dict):
-                    fuzzed = {k: v for k, v in case.body.items() if k in ("strategy", "seed", "lease_s",
-                                                                          "reference_point")}
-                    case.body = {**zdt1_study(f"f{next(_names)}", "random"), **fuzzed}
-            if case.path.endswith("/ask") and isinstance(case.body, dict):
-                case.body["wait_s"] = 0  # a blocking ask is correct behaviour but would only slow the fuzz down
+            aim_at_the_fuzz_study(case, real, number, _names,
+                                  keep=("strategy", "seed", "lease_s", "reference_point"))
             if non_finite and case.method == "POST" and case.body is not None and not isinstance(case.body, bytes):
                 body = with_non_finite(json.loads(json.dumps(case.body)), data.draw)
                 case.body = json.dumps(body).encode()  # Python's JSON writes NaN / Infinity / -Infinity

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import time
 import urllib.error
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,22 @@ def zdt1_study(name: str, strategy: str = "cma", evaluations: int = 24, **extra:
     return {"name": name, "space": {"kind": "box", "dim": 4}, "strategy": {"name": strategy, "options": options},
             "objectives": [{"name": "f1", "direction": "minimize"}, {"name": "f2", "direction": "minimize"}],
             "budget": {"evaluations": evaluations}, "seed": 3, **extra}
+
+
+def aim_at_the_fuzz_study(case: Any, real: bool, number: int, names: Iterator[int], keep: tuple[str, ...]) -> None:
+    """Shape one generated request: when ``real``, aim it at the existing study ``fuzz`` and its trial
+    ``number``, and make a ``POST /studies`` a valid config (a fresh name from ``names``) around the fuzzed
+    keys in ``keep``; an ask never waits (a blocking ask is correct but would only slow the fuzz down)."""
+    if real:  # half the requests go deep: the existing study, its trials, a valid config around fuzz
+        if "name" in (case.path_parameters or {}):
+            case.path_parameters["name"] = "fuzz"
+        if "number" in (case.path_parameters or {}):
+            case.path_parameters["number"] = number
+        if case.path == "/studies" and case.method == "POST" and isinstance(case.body, dict):
+            fuzzed = {k: v for k, v in case.body.items() if k in keep}
+            case.body = {**zdt1_study(f"f{next(names)}", "random"), **fuzzed}
+    if case.path.endswith("/ask") and isinstance(case.body, dict):
+        case.body["wait_s"] = 0
 
 
 def score(candidate: dict[str, Any]) -> dict[str, float]:

@@ -14,7 +14,7 @@ from schemathesis.checks import not_a_server_error  # noqa: E402
 
 from evomerge.client import EvomergeClient  # noqa: E402
 
-from .common import zdt1_study  # noqa: E402
+from .common import aim_at_the_fuzz_study, zdt1_study  # noqa: E402
 from .conftest import ThreadServer  # noqa: E402
 
 EXAMPLES_PER_ENDPOINT = 30
@@ -42,16 +42,7 @@ def test_no_request_to_any_endpoint_makes_the_server_fail(api_schema):
         @settings(max_examples=EXAMPLES_PER_ENDPOINT, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         def check(case, real: bool, number: int) -> None:
-            if real:  # half the requests go deep: the existing study, its trials, a valid config around fuzz
-                if "name" in (case.path_parameters or {}):
-                    case.path_parameters["name"] = "fuzz"
-                if "number" in (case.path_parameters or {}):
-                    case.path_parameters["number"] = number
-                if case.path == "/studies" and case.method == "POST" and isinstance(case.body, dict):
-                    fuzzed = {k: v for k, v in case.body.items() if k in ("strategy", "seed", "lease_s")}
-                    case.body = {**zdt1_study(f"f{next(_names)}", "random"), **fuzzed}
-            if case.path.endswith("/ask") and isinstance(case.body, dict):
-                case.body["wait_s"] = 0  # a blocking ask is correct behaviour but would only slow the fuzz down
+            aim_at_the_fuzz_study(case, real, number, _names, keep=("strategy", "seed", "lease_s"))
             case.call_and_validate(checks=[not_a_server_error], timeout=60)  # a 256-candidate ask is slow when busy
 
         check()
