@@ -76,6 +76,18 @@ def hold_lock(folder: Path) -> subprocess.Popen:
     return proc
 
 
+def assert_refused_while_locked(folder: Path, *args: str) -> None:
+    """``evomerge ARGS`` on ``folder`` while another process holds its lock: exit 2, naming that pid."""
+    holder = hold_lock(folder)
+    try:
+        res = cli(*args)
+        assert res.returncode == 2, res.stderr
+        assert f"pid {holder.pid}" in error_line(res)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_evolve_on_a_locked_folder_exits_2(tmp: Path) -> None:
     repo = Path(__file__).parents[2]
     data = yaml.safe_load((repo / "configs" / "m2n2_digits.yaml").read_text())
@@ -83,14 +95,7 @@ def test_evolve_on_a_locked_folder_exits_2(tmp: Path) -> None:
                 tasks=[str(repo / "fitness/digits/digits_all.yaml")])
     cfg = tmp / "evo.yaml"
     cfg.write_text(yaml.safe_dump(data))
-    holder = hold_lock(tmp / "evo")
-    try:
-        res = cli("evolve", str(cfg))
-        assert res.returncode == 2, res.stderr
-        assert f"pid {holder.pid}" in error_line(res)
-    finally:
-        holder.kill()
-        holder.wait()
+    assert_refused_while_locked(tmp / "evo", "evolve", str(cfg))
 
 
 def test_lora_run_on_a_locked_folder_exits_2(tmp: Path) -> None:
@@ -102,14 +107,7 @@ def test_lora_run_on_a_locked_folder_exits_2(tmp: Path) -> None:
     data["space"]["fitness"]["tasks"] = [str(repo / t) for t in data["space"]["fitness"]["tasks"]]
     cfg = tmp / "lora.yaml"
     cfg.write_text(yaml.safe_dump(data))
-    holder = hold_lock(tmp / "lora")
-    try:
-        res = cli("run", str(cfg), "--no-test")
-        assert res.returncode == 2, res.stderr
-        assert f"pid {holder.pid}" in error_line(res)
-    finally:
-        holder.kill()
-        holder.wait()
+    assert_refused_while_locked(tmp / "lora", "run", str(cfg), "--no-test")
 
 
 def test_lock_is_reentrant_in_one_process_and_released_by_the_last_holder(tmp: Path) -> None:
